@@ -1,0 +1,109 @@
+"""Multi-scale deformable attention (Deformable DETR), as a module and as a function.
+
+`ms_deform_attn` runs the CUDA extension for CUDA tensors when it is built and passed its
+first-use check against the PyTorch implementation; otherwise the PyTorch implementation.
+"""
+import math
+from typing import List, Tuple
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from . import dispatch
+
+
+def ms_deform_attn_pytorch(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                           sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+    """Bilinear sampling (zero padding, pixel centres at (i + 0.5) / size) of every level, weighted.
+
+    value `[N, S, M, D]` (S = sum of h*w over levels), spatial_shapes `[L, 2]` (h, w),
+    sampling_locations `[N, Lq, M, L, P, 2]` (x, y in [0, 1]), attention_weights `[N, Lq, M, L, P]`
+    -> `[N, Lq, M*D]`.
+    """
+    n, _, heads, channels = value.shape
+    _, num_queries, _, levels, points, _ = sampling_locations.shape
+    shapes: List[Tuple[int, int]] = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    value_per_level = value.split([h * w for h, w in shapes], dim=1)
+    grids = 2 * sampling_locations - 1
+    sampled = []
+    for level, (h, w) in enumerate(shapes):
+        level_value = rearrange(value_per_level[level], 'n (h w) m d -> (n m) d h w', h=h, w=w)
+        level_grid = rearrange(grids[:, :, :, level], 'n q m p xy -> (n m) q p xy')
+        sampled.append(F.grid_sample(level_value, level_grid, mode='bilinear',
+                                     padding_mode='zeros', align_corners=False))
+    weights = rearrange(attention_weights, 'n q m l p -> (n m) 1 q (l p)')
+    output = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1)
+    return rearrange(output, '(n m) d q -> n q (m d)', n=n, m=heads, d=channels)
+
+
+def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                   sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+    """`ms_deform_attn_pytorch`, computed by the fastest verified implementation for the device."""
+    if value.is_cuda and dispatch.cuda_extension_verified(value.device):
+        return dispatch.ms_deform_attn_cuda(value, spatial_shapes, level_start_index,
+                                            sampling_locations, attention_weights)
+    return ms_deform_attn_pytorch(value, spatial_shapes, level_start_index,
+                                  sampling_locations, attention_weights)
+
+
+class MSDeformAttn(nn.Module):
+    """Each query samples `n_points` locations per head and level around its reference point."""
+
+    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(f'd_model ({d_model}) must be divisible by n_heads ({n_heads})')
+        self.d_model = d_model
+        self.n_levels = n_levels
+        self.n_heads = n_heads
+        self.n_points = n_points
+        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
+        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
+        self.value_proj = nn.Linear(d_model, d_model)
+        self.output_proj = nn.Linear(d_model, d_model)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Zero offsets whose bias points each head in its own direction, 1..n_points steps away."""
+        nn.init.constant_(self.sampling_offsets.weight, 0.0)
+        thetas = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
+        directions = torch.stack([thetas.cos(), thetas.sin()], -1)
+        directions = directions / directions.abs().max(-1, keepdim=True)[0]
+        steps = torch.arange(1, self.n_points + 1, dtype=torch.float32)
+        grid = directions[:, None, None, :] * steps[None, None, :, None]
+        grid = grid.expand(self.n_heads, self.n_levels, self.n_points, 2)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid.reshape(-1))
+        nn.init.constant_(self.attention_weights.weight, 0.0)
+        nn.init.constant_(self.attention_weights.bias, 0.0)
+        nn.init.xavier_uniform_(self.value_proj.weight)
+        nn.init.constant_(self.value_proj.bias, 0.0)
+        nn.init.xavier_uniform_(self.output_proj.weight)
+        nn.init.constant_(self.output_proj.bias, 0.0)
+
+    def forward(self, query: Tensor, reference_points: Tensor, input_flatten: Tensor,
+                spatial_shapes: Tensor, level_start_index: Tensor, input_padding_mask: Tensor = None) -> Tensor:
+        """query `[N, Lq, C]`; reference_points `[N, Lq, L, 2]` (x, y) or `[N, Lq, L, 4]` (x, y, w, h),
+        normalised; input_flatten `[N, S, C]`; spatial_shapes `[L, 2]`; input_padding_mask `[N, S]`
+        (True on padding) -> `[N, Lq, C]`."""
+        value = self.value_proj(input_flatten)
+        if input_padding_mask is not None:
+            value = value.masked_fill(input_padding_mask[..., None], 0.0)
+        value = rearrange(value, 'n s (m d) -> n s m d', m=self.n_heads)
+        offsets = rearrange(self.sampling_offsets(query), 'n q (m l p xy) -> n q m l p xy',
+                            m=self.n_heads, l=self.n_levels, p=self.n_points)
+        weights = rearrange(self.attention_weights(query), 'n q (m lp) -> n q m lp', m=self.n_heads)
+        weights = rearrange(F.softmax(weights, -1), 'n q m (l p) -> n q m l p', l=self.n_levels)
+        if reference_points.shape[-1] == 2:
+            normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
+            locations = (reference_points[:, :, None, :, None, :]
+                         + offsets / normalizer[None, None, None, :, None, :])
+        elif reference_points.shape[-1] == 4:
+            locations = (reference_points[:, :, None, :, None, :2]
+                         + offsets / self.n_points * reference_points[:, :, None, :, None, 2:] * 0.5)
+        else:
+            raise ValueError(f'reference points must have 2 or 4 coordinates, got {reference_points.shape[-1]}')
+        output = ms_deform_attn(value, spatial_shapes, level_start_index, locations, weights)
+        return self.output_proj(output)

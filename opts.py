@@ -1,0 +1,139 @@
+"""Command-line options shared by every entry script (training, evaluation, inference).
+
+The names and defaults are those of the original BIFIT release, so its command lines keep
+working; options added by this implementation are marked "(new)" in their help text.
+"""
+import argparse
+
+import torch
+
+BACKBONES = ('resnet18', 'resnet34', 'resnet50', 'resnet101',
+             'swin_t_p4w7', 'swin_s_p4w7', 'swin_b_p4w7', 'swin_l_p4w7',
+             'video_swin_t_p4w7', 'video_swin_s_p4w7', 'video_swin_b_p4w7')
+DATASETS = ('ytvos', 'davis', 'a2d', 'jhmdb', 'refcoco', 'refcoco+', 'refcocog', 'all', 'joint')
+
+
+def default_device() -> str:
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser('BIFIT training and inference', add_help=False)
+    parser.add_argument('--config', default=None, type=str,
+                        help='(new) a recipe file from configs/ (one "--flag value" per line); '
+                             'flags given on the command line override it')
+
+    group = parser.add_argument_group('optimisation')
+    group.add_argument('--lr', default=5e-5, type=float)
+    group.add_argument('--lr_backbone', default=1e-5, type=float,
+                       help='learning rate of the backbone; 0 freezes it')
+    group.add_argument('--lr_backbone_names', default=['backbone.0'], type=str, nargs='+')
+    group.add_argument('--lr_text_encoder', default=1e-5, type=float)
+    group.add_argument('--lr_text_encoder_names', default=['text_encoder'], type=str, nargs='+')
+    group.add_argument('--lr_text_fusion', default=5e-5, type=float,
+                       help='learning rate of the word-to-vision attention (text_fusion_module)')
+    group.add_argument('--lr_text_fusion_names', default=['text_fusion_module'], type=str, nargs='+')
+    group.add_argument('--lr_linear_proj_names', default=['reference_points', 'sampling_offsets'],
+                       type=str, nargs='+')
+    group.add_argument('--lr_linear_proj_mult', default=1.0, type=float)
+    group.add_argument('--batch_size', default=1, type=int, help='clips per process')
+    group.add_argument('--weight_decay', default=5e-4, type=float)
+    group.add_argument('--epochs', default=10, type=int)
+    group.add_argument('--lr_drop', default=[6, 8], type=int, nargs='+',
+                       help='epochs after which the learning rate is divided by 10')
+    group.add_argument('--clip_max_norm', default=0.1, type=float, help='gradient clipping max norm')
+    group.add_argument('--pretrained_weights', type=str, default=None,
+                       help='a pretrained BIFIT checkpoint to finetune from (e.g. RefCOCO pretraining)')
+    group.add_argument('--skip_nonfinite', action='store_true',
+                       help='(new) skip optimisation steps whose loss is not finite instead of stopping')
+    group.add_argument('--amp', action='store_true',
+                       help='(new) mixed precision (bfloat16 autocast) on CUDA; losses stay float32')
+
+    group = parser.add_argument_group('model')
+    group.add_argument('--with_box_refine', default=False, action='store_true',
+                       help='iterative box refinement in the decoder')
+    group.add_argument('--two_stage', default=False, action='store_true',
+                       help='two-stage Deformable DETR; not supported by BIFIT (must stay off)')
+    group.add_argument('--backbone', default='resnet50', type=str, choices=BACKBONES)
+    group.add_argument('--backbone_pretrained', default=None, type=str,
+                       help="ImageNet/Kinetics weights of the backbone: a local file, or 'none' to skip "
+                            "them (default: torchvision's weights for ResNet)")
+    group.add_argument('--use_checkpoint', action='store_true',
+                       help='activation checkpointing in the (video) Swin stages')
+    group.add_argument('--dilation', action='store_true',
+                       help="replace the last ResNet stage's stride by dilation (DC5)")
+    group.add_argument('--position_embedding', default='sine', type=str, choices=('sine',),
+                       help='positional embedding of the visual features')
+    group.add_argument('--num_feature_levels', default=4, type=int, choices=(4,),
+                       help='visual levels of the transformer (strides 8, 16, 32, 64)')
+    group.add_argument('--enc_layers', default=4, type=int)
+    group.add_argument('--dec_layers', default=4, type=int)
+    group.add_argument('--query_enc_layers', default=1, type=int,
+                       help='layers of the inter-frame interaction module after each decoder layer')
+    group.add_argument('--dim_feedforward', default=2048, type=int)
+    group.add_argument('--hidden_dim', default=256, type=int)
+    group.add_argument('--dropout', default=0.1, type=float)
+    group.add_argument('--nheads', default=8, type=int)
+    group.add_argument('--num_frames', default=6, type=int, help='frames per training clip')
+    group.add_argument('--num_queries', default=5, type=int, help='queries per frame')
+    group.add_argument('--dec_n_points', default=4, type=int)
+    group.add_argument('--enc_n_points', default=4, type=int)
+    group.add_argument('--pre_norm', action='store_true',
+                       help='pre-norm transformer layers; not supported (the released models are post-norm)')
+    group.add_argument('--text_encoder', default='roberta-base', type=str,
+                       help='(new) Hugging Face name or local directory of the RoBERTa text encoder')
+    group.add_argument('--freeze_text_encoder', action='store_true')
+    group.add_argument('--masks', action='store_true', help='segmentation head (always on)')
+    group.add_argument('--mask_dim', default=256, type=int)
+    group.add_argument('--controller_layers', default=3, type=int)
+    group.add_argument('--dynamic_mask_channels', default=8, type=int)
+    group.add_argument('--no_rel_coord', dest='rel_coord', action='store_false',
+                       help='no relative coordinates in the dynamic mask head')
+
+    group = parser.add_argument_group('loss')
+    group.add_argument('--no_aux_loss', dest='aux_loss', action='store_false',
+                       help='no losses on the intermediate decoder layers')
+    group.add_argument('--set_cost_class', default=2, type=float)
+    group.add_argument('--set_cost_bbox', default=5, type=float)
+    group.add_argument('--set_cost_giou', default=2, type=float)
+    group.add_argument('--set_cost_mask', default=2, type=float)
+    group.add_argument('--set_cost_dice', default=5, type=float)
+    group.add_argument('--mask_loss_coef', default=2, type=float)
+    group.add_argument('--dice_loss_coef', default=5, type=float)
+    group.add_argument('--cls_loss_coef', default=2, type=float)
+    group.add_argument('--bbox_loss_coef', default=5, type=float)
+    group.add_argument('--giou_loss_coef', default=2, type=float)
+    group.add_argument('--eos_coef', default=0.1, type=float)
+    group.add_argument('--focal_alpha', default=0.25, type=float)
+
+    group = parser.add_argument_group('data')
+    group.add_argument('--dataset_file', default='ytvos', choices=DATASETS)
+    group.add_argument('--coco_path', type=str, default='data/coco')
+    group.add_argument('--ytvos_path', type=str, default='data/ref-youtube-vos')
+    group.add_argument('--davis_path', type=str, default='data/ref-davis')
+    group.add_argument('--a2d_path', type=str, default='data/a2d_sentences')
+    group.add_argument('--jhmdb_path', type=str, default='data/jhmdb_sentences')
+    group.add_argument('--max_skip', default=3, type=int, help='largest gap to the anchor of the near frames')
+    group.add_argument('--max_size', default=640, type=int, help='largest side of a resized frame')
+    group.add_argument('--binary', action='store_true', help='one "referred" class instead of categories')
+    group.add_argument('--remove_difficult', action='store_true')
+
+    group = parser.add_argument_group('run')
+    group.add_argument('--output_dir', default='output', help='where checkpoints, logs and results go')
+    group.add_argument('--device', default=default_device(),
+                       help='cuda or cpu (default: cuda when available)')
+    group.add_argument('--seed', default=42, type=int)
+    group.add_argument('--resume', default='', help='a checkpoint to resume training from or to evaluate')
+    group.add_argument('--start_epoch', default=0, type=int, metavar='N')
+    group.add_argument('--eval', action='store_true', help='evaluate only (A2D / JHMDB)')
+    group.add_argument('--num_workers', default=4, type=int)
+    group.add_argument('--threshold', default=0.5, type=float, help='mask probability threshold')
+    group.add_argument('--ngpu', default=2, type=int,
+                       help='worker processes for Ref-YTVOS / Ref-DAVIS inference (one per GPU)')
+    group.add_argument('--split', default='valid', type=str, choices=['valid', 'test'])
+    group.add_argument('--visualize', action='store_true', help='also save overlays of the predictions')
+    group.add_argument('--world_size', default=1, type=int, help='number of distributed processes')
+    group.add_argument('--dist_url', default='env://', help='url used to set up distributed training')
+    group.add_argument('--cache_mode', default=False, action='store_true',
+                       help='keep decoded images in memory')
+    return parser
