@@ -1,0 +1,134 @@
+"""The visual backbone: a torchvision ResNet with frozen batch norm, and its position embedding.
+
+`Joiner(backbone, position_embedding)` is the `backbone` attribute of the model (`backbone.0` the
+body wrapper, `backbone.1` the position embedding), as in the released checkpoints.
+"""
+import logging
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from einops import rearrange
+from torch import Tensor, nn
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from util.misc import NestedTensor
+from .position_encoding import build_position_encoding
+
+logger = logging.getLogger(__name__)
+
+RESNETS = ('resnet18', 'resnet34', 'resnet50', 'resnet101')
+
+
+def downsample_mask(mask: Tensor, size) -> Tensor:
+    """Nearest-neighbour resize of a padding mask `[N, H, W]` to `[N, *size]`."""
+    return F.interpolate(mask[None].float(), size=size).to(torch.bool)[0]
+
+
+def _stage_channels(stage: nn.Module) -> int:
+    """Output channels of a ResNet stage: those of the last convolution of its last block."""
+    convs = [m for m in stage[-1].modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1].out_channels
+
+
+def _read_state_dict(path: str) -> Dict[str, Tensor]:
+    checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+    for key in ('model', 'state_dict'):
+        if isinstance(checkpoint, dict) and key in checkpoint and isinstance(checkpoint[key], dict):
+            checkpoint = checkpoint[key]
+    return checkpoint
+
+
+def load_resnet_weights(resnet: nn.Module, name: str, pretrained: str) -> None:
+    """Load ImageNet weights into `resnet`: torchvision's (`pretrained` None) or a local file."""
+    if pretrained is None:
+        weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+        try:
+            state_dict = weights.get_state_dict(progress=True)
+        except Exception as error:
+            raise RuntimeError(
+                f"could not download torchvision's ImageNet weights for {name} ({error}). Offline, pass "
+                f"--backbone_pretrained PATH (a local {name} state dict) or --backbone_pretrained none "
+                f"(random backbone), or --resume / --pretrained_weights with a full BIFIT checkpoint.") from error
+    else:
+        state_dict = _read_state_dict(pretrained)
+    state_dict = {k: v for k, v in state_dict.items() if not k.startswith('fc.')}
+    missing, unexpected = resnet.load_state_dict(state_dict, strict=False)
+    missing = [k for k in missing if not k.startswith('fc.')]
+    if missing or unexpected:
+        raise RuntimeError(f'{pretrained or name}: not a {name} state dict '
+                           f'(missing keys {missing[:5]}..., unexpected keys {unexpected[:5]}...)')
+    logger.info('backbone %s: ImageNet weights from %s', name, pretrained or 'torchvision')
+
+
+class ResNetBody(nn.Module):
+    """ResNet stages 1-4 of `[N, 3, H, W]` frames, each with its padding mask (strides 4, 8, 16, 32).
+
+    Stem and layer1 are always frozen; layer2-4 train when `train_backbone`.
+    """
+
+    def __init__(self, name: str, train_backbone: bool, dilation: bool, pretrained):
+        super().__init__()
+        if name not in RESNETS:
+            raise ValueError(f'unknown ResNet {name!r}; choose one of {RESNETS}')
+        resnet = getattr(torchvision.models, name)(
+            weights=None, replace_stride_with_dilation=[False, False, dilation], norm_layer=FrozenBatchNorm2d)
+        if pretrained is not False:
+            load_resnet_weights(resnet, name, pretrained)
+        for param_name, parameter in resnet.named_parameters():
+            trainable = train_backbone and param_name.split('.')[0] in ('layer2', 'layer3', 'layer4')
+            parameter.requires_grad_(trainable)
+        self.strides = [4, 8, 16, 32 if not dilation else 16]
+        self.num_channels = [_stage_channels(getattr(resnet, f'layer{i}')) for i in range(1, 5)]
+        self.body = IntermediateLayerGetter(
+            resnet, return_layers={'layer1': '0', 'layer2': '1', 'layer3': '2', 'layer4': '3'})
+
+    def forward(self, frames: NestedTensor) -> List[NestedTensor]:
+        outputs = []
+        for x in self.body(frames.tensors).values():
+            outputs.append(NestedTensor(x, downsample_mask(frames.mask, x.shape[-2:])))
+        return outputs
+
+
+class Joiner(nn.Sequential):
+    """Backbone features and their 2-D position embeddings for a batch of videos."""
+
+    def __init__(self, backbone: nn.Module, position_embedding: nn.Module):
+        super().__init__(backbone, position_embedding)
+        self.strides = backbone.strides
+        self.num_channels = backbone.num_channels
+
+    def forward(self, videos: NestedTensor) -> Tuple[List[NestedTensor], List[Tensor]]:
+        """videos `[B, T, 3, H, W]` (mask `[B, T, H, W]`) -> per level features `[(B T), C_l, h_l, w_l]`
+        with masks `[(B T), h_l, w_l]`, and position embeddings `[(B T), hidden_dim, h_l, w_l]`."""
+        frames = NestedTensor(rearrange(videos.tensors, 'b t c h w -> (b t) c h w'),
+                              rearrange(videos.mask, 'b t h w -> (b t) h w'))
+        features = self[0](frames)
+        pos = [self[1](x).to(x.tensors.dtype) for x in features]
+        return features, pos
+
+
+def backbone_weights_source(args):
+    """What `--backbone_pretrained` asks for: False (none), None (the library default) or a path.
+
+    Nothing is loaded when a full BIFIT checkpoint (`--resume`, `--pretrained_weights`) will supply it.
+    """
+    if args.resume or args.pretrained_weights:
+        return False
+    if args.backbone_pretrained is not None and args.backbone_pretrained.lower() == 'none':
+        return False
+    return args.backbone_pretrained
+
+
+def build_backbone(args) -> Joiner:
+    train_backbone = args.lr_backbone > 0
+    pretrained = backbone_weights_source(args)
+    if args.backbone in RESNETS:
+        body = ResNetBody(args.backbone, train_backbone, args.dilation, pretrained)
+    elif 'swin' in args.backbone:
+        raise NotImplementedError(f'--backbone {args.backbone}: Swin backbones are not implemented yet')
+    else:
+        raise ValueError(f'unknown backbone {args.backbone!r}')
+    return Joiner(body, build_position_encoding(args))

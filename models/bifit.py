@@ -1,0 +1,210 @@
+"""BIFIT: the whole network, from a video and a sentence to per-frame boxes and masks.
+
+Data flow (B clips, T frames, Q queries per frame, C = hidden_dim, L words):
+backbone -> input projections (4 levels) -> bidirectional vision-language interaction
+(`vision_language.py`) -> deformable transformer with the inter-frame interaction after every
+decoder layer (`deformable_transformer.py`, `inter_frame.py`) -> class/box heads per decoder layer;
+cross-modal FPN mask features (`pixel_decoder.py`) -> dynamic mask head (`dynamic_mask_head.py`).
+"""
+import math
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+from util.misc import NestedTensor, nested_tensor_from_videos_list
+from .backbone import build_backbone, downsample_mask
+from .deformable_transformer import DeformableTransformer, build_deformable_transformer, inverse_sigmoid
+from .dynamic_mask_head import dynamic_mask_logits, dynamic_param_sizes
+from .layers import MLP, clones
+from .pixel_decoder import CrossModalFPNDecoder
+from .position_encoding import PositionEmbeddingSine1D
+from .text_encoder import FeatureResizer, load_text_encoder
+from .vision_language import SentencePooler, VisionLanguageFusion, bidirectional_interaction
+
+
+class BIFIT(nn.Module):
+    """Referring video object segmentation: `model(samples, captions, targets)`.
+
+    samples: a list of B videos `[T, 3, H_i, W_i]` or a `NestedTensor` `[B, T, 3, H, W]` with mask
+    `[B, T, H, W]` (True on padding); captions: B strings; targets: B dicts with `size` (h, w of the
+    clip before padding) and, for A2D/JHMDB, `valid_indices` (the annotated frame: T becomes 1).
+    Returns `pred_logits [B, T, Q, K]`, `pred_boxes [B, T, Q, 4]` (cx, cy, w, h of the padded frame),
+    `pred_masks [B, T, Q, H/4, W/4]`, `aux_outputs` (earlier decoder layers) and, in eval mode,
+    `reference_points [B, T, Q, 2]` (the last decoder layer's input reference points).
+    """
+
+    def __init__(self, backbone: nn.Module, transformer: DeformableTransformer, text_encoder: nn.Module,
+                 tokenizer, num_classes: int, num_queries: int, mask_dim: int = 256, dim_feedforward: int = 2048,
+                 controller_layers: int = 3, dynamic_mask_channels: int = 8, aux_loss: bool = True,
+                 with_box_refine: bool = True, rel_coord: bool = True, freeze_text_encoder: bool = False):
+        super().__init__()
+        hidden_dim = transformer.d_model
+        num_levels = transformer.num_feature_levels
+        num_decoder_layers = transformer.decoder.num_layers
+        self.num_queries = num_queries
+        self.aux_loss = aux_loss
+        self.with_box_refine = with_box_refine
+        self.backbone = backbone
+        self.transformer = transformer
+
+        class_embed = nn.Linear(hidden_dim, num_classes)
+        nn.init.constant_(class_embed.bias, -math.log((1 - 0.01) / 0.01))
+        bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
+        nn.init.constant_(bbox_embed.layers[-1].weight, 0)
+        nn.init.constant_(bbox_embed.layers[-1].bias, 0)
+        if with_box_refine:
+            self.class_embed = clones(class_embed, num_decoder_layers)
+            self.bbox_embed = clones(bbox_embed, num_decoder_layers)
+            self.transformer.decoder.bbox_embed = self.bbox_embed
+        else:
+            self.class_embed = nn.ModuleList([class_embed] * num_decoder_layers)
+            self.bbox_embed = nn.ModuleList([bbox_embed] * num_decoder_layers)
+        nn.init.constant_(self.bbox_embed[0].layers[-1].bias[2:], -2.0)
+
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        in_channels = backbone.num_channels[-3:]
+        projections = [nn.Sequential(nn.Conv2d(c, hidden_dim, kernel_size=1), nn.GroupNorm(32, hidden_dim))
+                       for c in in_channels]
+        projections += [nn.Sequential(nn.Conv2d(in_channels[-1], hidden_dim, kernel_size=3, stride=2, padding=1),
+                                      nn.GroupNorm(32, hidden_dim))
+                        for _ in range(num_levels - len(in_channels))]
+        self.input_proj = nn.ModuleList(projections)
+        for projection in self.input_proj:
+            nn.init.xavier_uniform_(projection[0].weight, gain=1)
+            nn.init.constant_(projection[0].bias, 0)
+
+        self.tokenizer = tokenizer
+        self.text_encoder = text_encoder
+        self.freeze_text_encoder = freeze_text_encoder
+        if freeze_text_encoder:
+            self.text_encoder.requires_grad_(False)
+        self.resizer = FeatureResizer(text_encoder.config.hidden_size, hidden_dim, dropout=0.1)
+        self.text_pos = PositionEmbeddingSine1D(hidden_dim)
+        self.fusion_module = VisionLanguageFusion(hidden_dim, nhead=8)
+        self.text_fusion_module = VisionLanguageFusion(hidden_dim, nhead=8)
+        self.poolout_module = SentencePooler(hidden_dim)
+
+        self.pixel_decoder = CrossModalFPNDecoder([backbone.num_channels[0]] + [hidden_dim] * 3, conv_dim=hidden_dim,
+                                                  mask_dim=mask_dim, dim_feedforward=dim_feedforward)
+        self.rel_coord = rel_coord
+        self.dynamic_mask_channels = dynamic_mask_channels
+        self.weight_nums, self.bias_nums = dynamic_param_sizes(mask_dim, dynamic_mask_channels,
+                                                               controller_layers, rel_coord)
+        self.controller = MLP(hidden_dim, hidden_dim, sum(self.weight_nums) + sum(self.bias_nums), 3)
+        for layer in self.controller.layers:
+            nn.init.zeros_(layer.bias)
+            nn.init.xavier_uniform_(layer.weight)
+
+    def encode_text(self, captions: Sequence[str], device: torch.device) -> Tuple[Tensor, Tensor]:
+        """captions -> resized word features `[L, B, C]` and their padding mask `[B, L]` (True on padding)."""
+        if isinstance(captions, str) or not all(isinstance(c, str) for c in captions):
+            raise TypeError('captions must be a list of strings, one per video')
+        tokenized = self.tokenizer(list(captions), padding='longest', return_tensors='pt').to(device)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_text_encoder):
+            encoded = self.text_encoder(input_ids=tokenized['input_ids'], attention_mask=tokenized['attention_mask'])
+        words = self.resizer(encoded.last_hidden_state)
+        return rearrange(words, 'b l c -> l b c'), tokenized['attention_mask'].ne(1)
+
+    def visual_levels(self, features: List[NestedTensor], pos: List[Tensor],
+                      frame_mask: Tensor) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
+        """Project the last three backbone levels and add the stride-64 one: sources `[(B T), C, h, w]`,
+        padding masks `[(B T), h, w]`, position embeddings `[(B T), C, h, w]`."""
+        srcs = [projection(feature.tensors) for projection, feature in zip(self.input_proj, features[-3:])]
+        masks = [feature.mask for feature in features[-3:]]
+        poses = list(pos[-3:])
+        for projection in self.input_proj[len(srcs):]:
+            src = projection(features[-1].tensors if len(srcs) == 3 else srcs[-1])
+            mask = downsample_mask(frame_mask, src.shape[-2:])
+            srcs.append(src)
+            masks.append(mask)
+            poses.append(self.backbone[1](NestedTensor(src, mask)).to(src.dtype))
+        return srcs, masks, poses
+
+    def forward(self, samples, captions: Sequence[str], targets: List[Dict]) -> Dict:
+        if not isinstance(samples, NestedTensor):
+            samples = nested_tensor_from_videos_list(samples)
+        b = len(captions)
+        features, pos = self.backbone(samples)
+        frame_mask = rearrange(samples.mask, 'b t h w -> (b t) h w')
+        t = frame_mask.shape[0] // b
+
+        if 'valid_indices' in targets[0]:
+            keep = torch.cat([i * t + target['valid_indices'].reshape(-1) for i, target in enumerate(targets)])
+            keep = keep.to(frame_mask.device)
+            features = [NestedTensor(f.tensors.index_select(0, keep), f.mask.index_select(0, keep)) for f in features]
+            pos = [p.index_select(0, keep) for p in pos]
+            frame_mask = frame_mask.index_select(0, keep)
+            t = 1
+
+        words, word_mask = self.encode_text(captions, frame_mask.device)
+        text_pos = self.text_pos(word_mask)
+        srcs, masks, poses = self.visual_levels(features, pos, frame_mask)
+        srcs, fused_words = bidirectional_interaction(self.text_fusion_module, self.fusion_module, srcs, masks,
+                                                      poses, words, word_mask, text_pos, t)
+        sentence = self.poolout_module(fused_words)
+
+        queries = repeat(sentence, 'b c -> (b t) q c', t=t, q=self.num_queries)
+        hs, memory, init_reference, inter_references = self.transformer(
+            srcs, masks, poses, queries, self.query_embed.weight, num_frames=t)
+
+        logits, boxes = [], []
+        for layer, output in enumerate(hs):
+            reference = inverse_sigmoid(init_reference if layer == 0 else inter_references[layer - 1])
+            delta = self.bbox_embed[layer](output)
+            if reference.shape[-1] == 4:
+                box = delta + reference
+            else:
+                box = torch.cat([delta[..., :2] + reference, delta[..., 2:]], -1)
+            logits.append(self.class_embed[layer](output))
+            boxes.append(box.sigmoid())
+
+        mask_features = self.pixel_decoder(features, pos, memory, words, word_mask, text_pos, num_frames=t)
+        mask_features = rearrange(mask_features, '(b t) c h w -> b t c h w', b=b)
+        frame_sizes = torch.stack([torch.as_tensor(target['size']) for target in targets]).to(mask_features)
+        scale = frame_sizes.flip(-1)[:, None, None, :]
+        masks_per_layer = []
+        for layer, output in enumerate(hs):
+            params = rearrange(self.controller(output), '(b t) q p -> b t q p', b=b)
+            references = rearrange(inter_references[layer, ..., :2], '(b t) q xy -> b t q xy', b=b) * scale
+            masks_per_layer.append(dynamic_mask_logits(mask_features, params, references, self.dynamic_mask_channels,
+                                                       self.weight_nums, self.bias_nums, self.rel_coord))
+
+        def per_clip(x: Tensor) -> Tensor:
+            return rearrange(x, '(b t) q k -> b t q k', b=b)
+
+        out = {'pred_logits': per_clip(logits[-1]), 'pred_boxes': per_clip(boxes[-1]),
+               'pred_masks': masks_per_layer[-1]}
+        if self.aux_loss:
+            out['aux_outputs'] = [{'pred_logits': per_clip(a), 'pred_boxes': per_clip(c), 'pred_masks': m}
+                                  for a, c, m in zip(logits[:-1], boxes[:-1], masks_per_layer[:-1])]
+        if not self.training:
+            last_input = inter_references[-2] if len(hs) > 1 else init_reference
+            out['reference_points'] = per_clip(last_input[..., :2])
+        return out
+
+
+def num_classes_for(args) -> int:
+    if args.binary or args.dataset_file in ('a2d', 'jhmdb'):
+        return 1
+    return {'ytvos': 65, 'davis': 78}.get(args.dataset_file, 91)
+
+
+def check_supported(args) -> None:
+    if args.two_stage:
+        raise ValueError('--two_stage is not supported by BIFIT (the decoder queries come from the sentence)')
+    if args.pre_norm:
+        raise ValueError('--pre_norm is not supported: the released BIFIT models are post-norm')
+
+
+def build_bifit(args) -> BIFIT:
+    check_supported(args)
+    weights_from_checkpoint = bool(args.resume or args.pretrained_weights)
+    text_encoder, tokenizer = load_text_encoder(args.text_encoder, weights_from_checkpoint)
+    return BIFIT(build_backbone(args), build_deformable_transformer(args), text_encoder, tokenizer,
+                 num_classes=num_classes_for(args), num_queries=args.num_queries, mask_dim=args.mask_dim,
+                 dim_feedforward=args.dim_feedforward, controller_layers=args.controller_layers,
+                 dynamic_mask_channels=args.dynamic_mask_channels, aux_loss=args.aux_loss,
+                 with_box_refine=args.with_box_refine, rel_coord=args.rel_coord,
+                 freeze_text_encoder=args.freeze_text_encoder)

@@ -1,0 +1,55 @@
+"""RoBERTa text encoder and tokenizer (Hugging Face `transformers`), and the resizer to the model width."""
+import logging
+import os
+from typing import Tuple
+
+from torch import Tensor, nn
+from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase, RobertaModel
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin', 'model.safetensors.index.json',
+                'pytorch_model.bin.index.json')
+
+
+def _offline_hint(name: str) -> str:
+    return (f"'{name}' could not be loaded: it is neither a local directory with a RoBERTa model nor a "
+            f"Hugging Face model that can be downloaded here. Pass --text_encoder DIR, a directory holding "
+            f"config.json, the tokenizer files and (unless a BIFIT checkpoint supplies the weights) the "
+            f"model weights, e.g. one written by RobertaModel.save_pretrained(DIR).")
+
+
+def load_text_encoder(name: str, weights_from_checkpoint: bool) -> Tuple[RobertaModel, PreTrainedTokenizerBase]:
+    """RoBERTa and its tokenizer from a Hugging Face name or a local directory.
+
+    The pretrained weights are read unless a BIFIT checkpoint will supply them; a local directory
+    without weights gives a RoBERTa built from its config (randomly initialised, with a warning
+    when no checkpoint will overwrite it).
+    """
+    config_only = os.path.isdir(name) and not any(os.path.exists(os.path.join(name, f)) for f in WEIGHT_FILES)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        if weights_from_checkpoint or config_only:
+            encoder = RobertaModel(AutoConfig.from_pretrained(name))
+        else:
+            encoder = RobertaModel.from_pretrained(name)
+    except OSError as error:
+        raise RuntimeError(_offline_hint(name)) from error
+    if config_only and not weights_from_checkpoint:
+        logger.warning('text encoder %s has no weights: RoBERTa is randomly initialised from its config; '
+                       'load a BIFIT checkpoint to give it weights', name)
+    return encoder, tokenizer
+
+
+class FeatureResizer(nn.Module):
+    """Linear projection of text features to the model width, LayerNorm (eps 1e-12) and dropout."""
+
+    def __init__(self, input_feat_size: int, output_feat_size: int, dropout: float):
+        super().__init__()
+        self.fc = nn.Linear(input_feat_size, output_feat_size, bias=True)
+        self.layer_norm = nn.LayerNorm(output_feat_size, eps=1e-12)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """`[..., input_feat_size]` -> `[..., output_feat_size]`."""
+        return self.dropout(self.layer_norm(self.fc(features)))
