@@ -1,0 +1,36 @@
+"""Datasets of every benchmark, as clips `(frames [T, 3, H, W], target)`. Where to look:
+
+- `ytvos.py` (Ref-YouTube-VOS, converted Ref-DAVIS17, Ref-Shapes), `a2d.py`, `jhmdb.py`, `refexp.py`
+  (RefCOCO/+/g pseudo-clips): the benchmarks' layouts and items;
+- `sampling.py`: which frames make a clip; `targets.py`: the target of the referred object;
+- `transforms_video.py`: augmentation and normalisation; `loaders.py`: collate and DataLoaders;
+- `categories.py`, `coco_gt.py`, `files.py`, `clip_dataset.py`: shared pieces.
+"""
+from torch.utils.data import ConcatDataset, Dataset
+
+from . import a2d, jhmdb, refexp, ytvos
+from .loaders import build_data_loader, collate_fn, set_epoch
+
+__all__ = ['build_dataset', 'build_data_loader', 'collate_fn', 'set_epoch']
+
+
+def build_dataset(image_set: str, args) -> Dataset:
+    """`image_set` 'train' or 'val' of `args.dataset_file`. 'all' concatenates RefCOCO, RefCOCO+ and RefCOCOg;
+    'joint' trains on those and Ref-YouTube-VOS (its 'val' is the RefCOCO/+/g one)."""
+    if image_set not in ('train', 'val'):
+        raise ValueError(f"unknown image_set {image_set!r}: expected 'train' or 'val'")
+    name = args.dataset_file
+    if name in ('ytvos', 'davis'):
+        return ytvos.build(image_set, args, name)
+    if name == 'a2d':
+        return a2d.build(image_set, args)
+    if name == 'jhmdb':
+        return jhmdb.build(image_set, args)
+    if name in refexp.REFEXP_DATASETS:
+        return refexp.build(name, image_set, args)
+    if name in ('all', 'joint'):
+        parts = [refexp.build(refexp_name, image_set, args) for refexp_name in refexp.REFEXP_DATASETS]
+        if name == 'joint' and image_set == 'train':
+            parts.append(ytvos.build('train', args))
+        return ConcatDataset(parts)
+    raise ValueError(f'unknown dataset_file {name!r}')

@@ -1,0 +1,95 @@
+"""Reading BIFIT checkpoints into a model, and writing checkpoints atomically."""
+import logging
+import os
+import tempfile
+from typing import Dict, List, Tuple
+
+import torch
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+IGNORED_KEYS = ('text_encoder.embeddings.position_ids',)
+
+
+def read_checkpoint(path: str) -> Dict:
+    """The checkpoint dict at `path`, with a clear error when it is missing or unreadable."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as error:
+        raise RuntimeError(f'{path} is not a readable PyTorch checkpoint ({error})') from error
+
+
+def model_state_dict(checkpoint: Dict) -> Dict[str, Tensor]:
+    """The model weights of a checkpoint (`{'model': ...}` or a bare state dict), without the
+    `module.` prefix of DistributedDataParallel and without buffers current `transformers` drops."""
+    state_dict = checkpoint.get('model', checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state_dict, dict) or not all(isinstance(v, Tensor) for v in state_dict.values()):
+        raise ValueError('the checkpoint holds neither a state dict nor {"model": state dict}')
+    prefix = 'module.'
+    if state_dict and all(k.startswith(prefix) for k in state_dict):
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+    return {k: v for k, v in state_dict.items() if k not in IGNORED_KEYS}
+
+
+def _examples(keys: List[str], n: int = 8) -> str:
+    shown = ', '.join(keys[:n])
+    return shown + (f', ... ({len(keys)} in all)' if len(keys) > n else '')
+
+
+def compare_state_dicts(model: nn.Module, state_dict: Dict[str, Tensor]) -> Tuple[List[str], List[str], List[str]]:
+    """Keys the model has but the file lacks, keys the file has but the model lacks, and keys of both
+    whose shapes differ (as 'key: file shape vs model shape')."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [f'{k}: {tuple(state_dict[k].shape)} vs {tuple(v.shape)}' for k, v in expected.items()
+                  if k in state_dict and state_dict[k].shape != v.shape]
+    return missing, unexpected, mismatched
+
+
+def load_model_weights(model: nn.Module, state_dict: Dict[str, Tensor], source: str = 'checkpoint') -> None:
+    """Load `state_dict` into `model` with every key and shape matching.
+
+    Anything else (a checkpoint of another model, backbone or configuration) stops with an error
+    that names the missing, unexpected and mismatched keys instead of running a half-random network.
+    """
+    missing, unexpected, mismatched = compare_state_dicts(model, state_dict)
+    if missing or unexpected or mismatched:
+        total = len(model.state_dict())
+        matched = total - len(missing) - len(mismatched)
+        raise RuntimeError(
+            f'{source} does not fit this model ({matched} of its {total} entries match): is it a checkpoint of '
+            f'another model or backbone (check --backbone, --binary, --num_queries, --dec_layers, ...)?\n'
+            f'  shape mismatches: {_examples(mismatched) or "none"}\n'
+            f'  missing keys: {_examples(missing) or "none"}\n'
+            f'  unexpected keys: {_examples(unexpected) or "none"}')
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_checkpoint_file(model: nn.Module, path: str) -> Dict:
+    """Read `path` and load its model weights into `model` (see `load_model_weights`); returns the checkpoint."""
+    checkpoint = read_checkpoint(path)
+    load_model_weights(model, model_state_dict(checkpoint), source=path)
+    logger.info('loaded model weights from %s', path)
+    return checkpoint
+
+
+def save_checkpoint_atomic(obj: Dict, path: str) -> None:
+    """`torch.save` to a temporary file in the same folder, then rename: a crash never leaves a
+    truncated checkpoint at `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, tmp_path = tempfile.mkstemp(prefix='.tmp-', suffix='.pth', dir=folder)
+    try:
+        with os.fdopen(handle, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
