@@ -19,8 +19,7 @@ from util.davis_metrics import GLOBAL_COLUMNS, TASKS, evaluate_davis
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        'DAVIS-2017 evaluation (J & F)',
-        description='Scores the masks of a results folder against DAVIS-2017 annotations and writes '
+        description='DAVIS-2017 evaluation (J & F), as the official toolkit computes it. Scores the masks of a results folder against DAVIS-2017 annotations and writes '
                     'global_results-<set>.csv and per-sequence_results-<set>.csv into it.')
     parser.add_argument('--results_path', required=True, type=str,
                         help='folder with one sub-folder of PNG masks per sequence, <sequence>/<frame>.png')

@@ -4,6 +4,9 @@ The names and defaults are those of the original BIFIT release, so its command l
 working; options added by this implementation are marked "(new)" in their help text.
 """
 import argparse
+import shlex
+import sys
+from typing import List, Optional
 
 import torch
 
@@ -137,3 +140,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument('--cache_mode', default=False, action='store_true',
                        help='keep decoded images in memory')
     return parser
+
+
+def read_config(path: str) -> List[str]:
+    """The flags of a recipe file: shell-like words, `#` starts a comment."""
+    try:
+        with open(path) as f:
+            return shlex.split(f.read(), comments=True)
+    except OSError as error:
+        raise SystemExit(f'--config {path}: cannot read the recipe ({error.strerror})')
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse `argv` (default: the command line); with `--config FILE`, the recipe's flags come
+    first so that the command line overrides them."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    known, _ = parser.parse_known_args(argv)
+    if known.config:
+        argv = read_config(known.config) + argv
+    return parser.parse_args(argv)

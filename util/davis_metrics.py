@@ -115,14 +115,15 @@ def frame_scores(gt_labels: np.ndarray, pred_labels: np.ndarray, void_mask: np.n
     np.divide(inter, union, out=j, where=union > 0)
 
     kernel = disk_kernel(tolerance_radius(*gt_labels.shape))
-    pred_points, pred_dilated = _dilated_boundaries(pred, num_proposals, kernel)
-    gt_points, gt_dilated = _dilated_boundaries(gt, num_objects, kernel)
+    pred_boundaries, pred_dilated = _dilated_boundaries(pred, num_proposals, kernel)
+    gt_boundaries, gt_dilated = _dilated_boundaries(gt, num_objects, kernel)
     f = np.empty((num_proposals, num_objects))
-    for k, pred_boundary in enumerate(pred_points):
+    for k, pred_boundary in enumerate(pred_boundaries):
         pred_matched = gt_dilated[:, pred_boundary].sum(1)  # [num_objects]
-        for i, gt_boundary in enumerate(gt_points):
+        for i, gt_boundary in enumerate(gt_boundaries):
             gt_matched = int(pred_dilated[k, gt_boundary].sum())
-            f[k, i] = f_from_boundary_counts(len(pred_boundary), len(gt_boundary), int(pred_matched[i]), gt_matched)
+            f[k, i] = f_from_boundary_counts(len(pred_boundary), len(gt_boundary),
+                                             int(pred_matched[i]), gt_matched)
     return j, f
 
 
@@ -265,6 +266,8 @@ def evaluate_davis(results_path: str, davis_path: str, split: str = 'val', task:
     """
     if task not in TASKS:
         raise ValueError(f'task {task!r} not supported, choose one of {TASKS}')
+    if not os.path.isdir(results_path):
+        raise FileNotFoundError(f'results folder not found: {results_path}')
     per_object = []
     for sequence in tqdm(read_sequence_names(davis_path, split), desc='DAVIS sequences', disable=not progress):
         gt_labels, void_mask, frame_names = read_ground_truth(davis_path, sequence, task)

@@ -1,6 +1,6 @@
 """Padded batches (`NestedTensor`) and the small distributed helpers every script uses."""
 import os
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -85,3 +85,56 @@ def is_main_process() -> bool:
 
 def local_rank() -> int:
     return int(os.environ.get('LOCAL_RANK', 0))
+
+
+def init_distributed_mode(args) -> None:
+    """Join the process group that `torchrun` / `torch.distributed.launch --use_env` describe in the
+    environment (NCCL on CUDA, gloo on CPU); a single process otherwise.
+
+    Sets `args.distributed`, `args.rank`, `args.world_size` and, on CUDA, `args.device` to this
+    process's GPU.
+    """
+    if 'RANK' not in os.environ or 'WORLD_SIZE' not in os.environ:
+        args.distributed, args.rank, args.world_size = False, 0, 1
+        return
+    args.distributed = True
+    args.rank = int(os.environ['RANK'])
+    args.world_size = int(os.environ['WORLD_SIZE'])
+    use_cuda = str(args.device).startswith('cuda')
+    if use_cuda:
+        torch.cuda.set_device(local_rank())
+        args.device = f'cuda:{local_rank()}'
+    dist.init_process_group(backend='nccl' if use_cuda else 'gloo', init_method=args.dist_url,
+                            world_size=args.world_size, rank=args.rank)
+    dist.barrier()
+
+
+def reduce_dict(values: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """The average over all processes of each (scalar) tensor of `values`."""
+    world_size = get_world_size()
+    if world_size == 1:
+        return values
+    names = sorted(values)
+    stacked = torch.stack([values[k].detach().float() for k in names])
+    dist.all_reduce(stacked)
+    return dict(zip(names, stacked / world_size))
+
+
+def all_gather(obj: Any) -> List[Any]:
+    """`obj` of every process (any picklable object), in rank order."""
+    if get_world_size() == 1:
+        return [obj]
+    gathered = [None] * get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def barrier() -> None:
+    if is_dist_avail_and_initialized():
+        dist.barrier()
+
+
+def targets_to(targets: List[Dict], device) -> List[Dict]:
+    """Move the tensors of every target dict to `device` (strings and other values stay)."""
+    return [{k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in t.items()}
+            for t in targets]

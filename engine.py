@@ -1,0 +1,124 @@
+"""One training epoch and the A2D-Sentences / JHMDB-Sentences evaluation."""
+import logging
+import math
+from contextlib import nullcontext
+from typing import Dict, Iterable, List
+
+import torch
+from torch import nn
+
+from util.logger import MetricLogger
+from util.misc import all_gather, barrier, is_main_process, reduce_dict, targets_to
+from util.refer_metrics import evaluate_referring_segmentation
+
+logger = logging.getLogger('bifit')
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bfloat16 autocast on CUDA when `enabled` (`--amp`); no-op otherwise."""
+    if enabled and device.type == 'cuda':
+        return torch.autocast(device_type='cuda', dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def to_float32(outputs):
+    """Model outputs in float32, so that the losses are computed in full precision."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float()
+    if isinstance(outputs, dict):
+        return {k: to_float32(v) for k, v in outputs.items()}
+    if isinstance(outputs, list):
+        return [to_float32(v) for v in outputs]
+    return outputs
+
+
+def describe_samples(targets: List[Dict]) -> str:
+    """A readable identification of the clips of a batch, for error messages."""
+    keys = ('video', 'exp_id', 'image_id', 'caption', 'frames_idx')
+    parts = []
+    for target in targets:
+        fields = [f'{k}={target[k].tolist() if torch.is_tensor(target[k]) else target[k]!r}'
+                  for k in keys if k in target]
+        parts.append('(' + ', '.join(fields) + ')')
+    return '; '.join(parts)
+
+
+def train_one_epoch(model: nn.Module, criterion: nn.Module, data_loader: Iterable,
+                    optimizer: torch.optim.Optimizer, device: torch.device, epoch: int, max_norm: float = 0,
+                    amp: bool = False, skip_nonfinite: bool = False, print_freq: int = 10) -> Dict[str, float]:
+    """Train for one pass over `data_loader`; returns the epoch averages of the logged values.
+
+    A non-finite loss stops training with an error naming the batch's samples, or with
+    `skip_nonfinite` skips that optimisation step (on every process alike).
+    """
+    model.train()
+    criterion.train()
+    metric_logger = MetricLogger()
+    weight_dict = criterion.weight_dict
+    for samples, targets in metric_logger.log_every(data_loader, print_freq, f'Epoch {epoch}'):
+        samples = samples.to(device, non_blocking=True)
+        captions = [t['caption'] for t in targets]
+        targets = targets_to(targets, device)
+        with autocast(device, amp):
+            outputs = model(samples, captions, targets)
+        loss_dict = criterion(to_float32(outputs), targets)
+        loss = sum(loss_dict[k] * weight_dict[k] for k in loss_dict if k in weight_dict)
+
+        reduced = reduce_dict(loss_dict)
+        reduced_scaled = {k: v * weight_dict[k] for k, v in reduced.items() if k in weight_dict}
+        loss_value = sum(reduced_scaled.values()).item()
+        if not math.isfinite(loss_value):
+            if not skip_nonfinite:
+                raise NonFiniteLossError(
+                    f'loss is {loss_value} at epoch {epoch}: {describe_samples(targets)}; terms: '
+                    f'{ {k: round(v.item(), 4) for k, v in reduced.items()} } (use --skip_nonfinite to skip such steps)')
+            logger.warning('skipping a step with a non-finite loss (%s): %s', loss_value, describe_samples(targets))
+            metric_logger.update(skipped_steps=1)
+            optimizer.zero_grad(set_to_none=True)
+            continue
+
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        parameters = [p for p in model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm if max_norm > 0 else float('inf'))
+        optimizer.step()
+
+        metric_logger.update(loss=loss_value, lr=optimizer.param_groups[0]['lr'], grad_norm=grad_norm,
+                             **reduced_scaled, **{f'{k}_unscaled': v for k, v in reduced.items()})
+    metric_logger.synchronize_between_processes()
+    logger.info('epoch %d averages: %s', epoch, metric_logger.summary(['loss']))
+    return metric_logger.global_averages()
+
+
+@torch.no_grad()
+def evaluate_a2d(model: nn.Module, data_loader: Iterable, postprocessor: nn.Module, device: torch.device,
+                 gt_file: str, amp: bool = False) -> Dict[str, float]:
+    """A2D-Sentences / JHMDB-Sentences: COCO segm mAP (categories ignored), precision@K, overall and
+    mean IoU of the annotated frames, gathered from every process; empty on non-main processes."""
+    model.eval()
+    predictions = []
+    metric_logger = MetricLogger()
+    for samples, targets in metric_logger.log_every(data_loader, 50, 'Evaluate'):
+        samples = samples.to(device, non_blocking=True)
+        captions = [t['caption'] for t in targets]
+        targets = targets_to(targets, device)
+        with autocast(device, amp):
+            outputs = model(samples, captions, targets)
+        outputs = to_float32(outputs)
+        orig_sizes = torch.stack([t['orig_size'] for t in targets])
+        sizes = torch.stack([t['size'] for t in targets])
+        for processed, target in zip(postprocessor(outputs, orig_sizes, sizes), targets):
+            for score, rle in zip(processed['scores'].tolist(), processed['rle_masks']):
+                predictions.append({'image_id': target['image_id'], 'category_id': 1,
+                                    'segmentation': rle, 'score': score})
+    predictions = [p for process_predictions in all_gather(predictions) for p in process_predictions]
+    metrics = {}
+    if is_main_process():
+        metrics = evaluate_referring_segmentation(gt_file, predictions)
+        logger.info('evaluation: %s', ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
+    barrier()
+    return metrics

@@ -1,0 +1,174 @@
+"""Train BIFIT (every benchmark), or evaluate it on A2D-Sentences / JHMDB-Sentences (`--eval`).
+
+One process:  python main.py --with_box_refine --binary --freeze_text_encoder ...
+Several:      torchrun --nproc_per_node=N main.py ...
+              python -m torch.distributed.launch --nproc_per_node=N --use_env main.py ...
+A recipe:     python main.py --config configs/ytvos_r50.args [more flags that override it]
+"""
+import argparse
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import torch
+from torch import nn
+
+import opts
+from datasets import build_dataset
+from datasets.loaders import build_data_loader, set_epoch
+from engine import evaluate_a2d, train_one_epoch
+from models import build_model
+from util.checkpoint import (compare_state_dicts, load_model_weights, model_state_dict, read_checkpoint,
+                             save_checkpoint_atomic)
+from util.logger import setup_logging
+from util.misc import get_rank, init_distributed_mode, is_main_process
+
+logger = logging.getLogger('bifit')
+
+GT_FILES = {'a2d': ('a2d_path', 'a2d_sentences_test_annotations_in_coco_format.json'),
+            'jhmdb': ('jhmdb_path', 'jhmdb_sentences_gt_annotations_in_coco_format.json')}
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser('BIFIT training and evaluation', parents=[opts.get_args_parser()],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--no_auto_resume', action='store_true',
+                        help='(new) do not continue from <output_dir>/checkpoint.pth when it exists')
+    parser.add_argument('--print_freq', default=10, type=int, help='(new) iterations between log lines')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
+    return parser
+
+
+def parameter_groups(model: nn.Module, args) -> List[Dict]:
+    """AdamW groups: backbone, text encoder, word-to-vision fusion, sampling offsets / reference points
+    (lr * lr_linear_proj_mult) and everything else (lr); frozen parameters are left out."""
+    groups = [(args.lr_backbone_names, args.lr_backbone),
+              (args.lr_text_encoder_names, args.lr_text_encoder),
+              (args.lr_text_fusion_names, args.lr_text_fusion),
+              (args.lr_linear_proj_names, args.lr * args.lr_linear_proj_mult)]
+    params: List[List[nn.Parameter]] = [[] for _ in range(len(groups) + 1)]
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        index = next((i for i, (keywords, _) in enumerate(groups) if any(k in name for k in keywords)), len(groups))
+        params[index].append(parameter)
+    lrs = [lr for _, lr in groups] + [args.lr]
+    return [{'params': p, 'lr': lr} for p, lr in zip(params, lrs)]
+
+
+def finetuning_state_dict(model: nn.Module, path: str) -> Dict[str, torch.Tensor]:
+    """The weights of a pretrained BIFIT (e.g. RefCOCO pretraining) for finetuning: a class head of
+    another number of classes is left out, so it keeps this model's initialisation."""
+    state_dict = model_state_dict(read_checkpoint(path))
+    _, _, mismatched = compare_state_dicts(model, state_dict)
+    head = {entry.split(':')[0] for entry in mismatched if entry.startswith('class_embed.')}
+    if head:
+        logger.info('%s: class head re-initialised for %d classes (%s)', path,
+                    model.class_embed[0].out_features, ', '.join(sorted(head)))
+        state_dict = {k: v for k, v in state_dict.items() if k not in head}
+        state_dict.update({k: v for k, v in model.state_dict().items() if k in head})
+    return state_dict
+
+
+def checkpoint_to_resume(args) -> str:
+    """`--resume`, or the last checkpoint of this output folder when an earlier run was interrupted."""
+    if args.resume:
+        return args.resume
+    last = Path(args.output_dir) / 'checkpoint.pth'
+    if not args.no_auto_resume and not args.eval and last.exists():
+        logger.info('found %s: continuing that training (use --no_auto_resume or another --output_dir '
+                    'to start afresh)', last)
+        return str(last)
+    return ''
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def main(args) -> None:
+    init_distributed_mode(args)
+    if args.output_dir and is_main_process():
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    setup_logging(args.output_dir)
+    resume = checkpoint_to_resume(args)
+    args.resume = resume
+    logger.info('options: %s', json.dumps(vars(args), sort_keys=True))
+    device = torch.device(args.device)
+    seed_everything(args.seed + get_rank())
+
+    model, criterion, postprocessors = build_model(args)
+    model.to(device)
+    model_without_ddp = model
+    if args.distributed:
+        device_ids = [device.index] if device.type == 'cuda' else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+        model_without_ddp = model.module
+    n_parameters = sum(p.numel() for p in model_without_ddp.parameters() if p.requires_grad)
+    logger.info('trainable parameters: %d', n_parameters)
+
+    optimizer = torch.optim.AdamW(parameter_groups(model_without_ddp, args), lr=args.lr,
+                                  weight_decay=args.weight_decay)
+    lr_scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, args.lr_drop)
+
+    if args.pretrained_weights and not resume:
+        load_model_weights(model_without_ddp, finetuning_state_dict(model_without_ddp, args.pretrained_weights),
+                           source=args.pretrained_weights)
+        logger.info('finetuning from %s', args.pretrained_weights)
+    if resume:
+        checkpoint = read_checkpoint(resume)
+        load_model_weights(model_without_ddp, model_state_dict(checkpoint), source=resume)
+        if not args.eval and all(k in checkpoint for k in ('optimizer', 'lr_scheduler', 'epoch')):
+            optimizer.load_state_dict(checkpoint['optimizer'])
+            lr_scheduler.load_state_dict(checkpoint['lr_scheduler'])
+            args.start_epoch = checkpoint['epoch'] + 1
+            logger.info('resumed %s at epoch %d', resume, args.start_epoch)
+
+    evaluate = args.dataset_file in GT_FILES
+    if evaluate:
+        path_option, gt_name = GT_FILES[args.dataset_file]
+        gt_file = os.path.join(getattr(args, path_option), gt_name)
+        data_loader_val = build_data_loader(build_dataset('val', args), args, train=False)
+    if args.eval:
+        if not evaluate:
+            raise SystemExit('--eval evaluates A2D-Sentences and JHMDB-Sentences (--dataset_file a2d / jhmdb); '
+                             'Ref-YouTube-VOS and Ref-DAVIS17 are evaluated by inference_ytvos.py / '
+                             'inference_davis.py')
+        evaluate_a2d(model, data_loader_val, postprocessors['segm'], device, gt_file, amp=args.amp)
+        return
+
+    data_loader_train = build_data_loader(build_dataset('train', args), args, train=True)
+    output_dir = Path(args.output_dir)
+    logger.info('training from epoch %d to %d', args.start_epoch, args.epochs)
+    start_time = time.time()
+    for epoch in range(args.start_epoch, args.epochs):
+        set_epoch(data_loader_train, epoch)
+        train_stats = train_one_epoch(model, criterion, data_loader_train, optimizer, device, epoch,
+                                      args.clip_max_norm, amp=args.amp, skip_nonfinite=args.skip_nonfinite,
+                                      print_freq=args.print_freq)
+        lr_scheduler.step()
+        if args.output_dir and is_main_process():
+            checkpoint = {'model': model_without_ddp.state_dict(), 'optimizer': optimizer.state_dict(),
+                          'lr_scheduler': lr_scheduler.state_dict(), 'epoch': epoch, 'args': args}
+            save_checkpoint_atomic(checkpoint, str(output_dir / f'checkpoint{epoch:04}.pth'))
+            save_checkpoint_atomic(checkpoint, str(output_dir / 'checkpoint.pth'))
+        log_stats = {**{f'train_{k}': v for k, v in train_stats.items()}, 'epoch': epoch,
+                     'n_parameters': n_parameters}
+        if evaluate:
+            log_stats.update(evaluate_a2d(model, data_loader_val, postprocessors['segm'], device, gt_file,
+                                          amp=args.amp))
+        if args.output_dir and is_main_process():
+            with (output_dir / 'log.txt').open('a') as f:
+                f.write(json.dumps(log_stats) + '\n')
+    logger.info('training time %.1f min', (time.time() - start_time) / 60)
+
+
+if __name__ == '__main__':
+    main(opts.parse_args(get_parser()))
