@@ -5,6 +5,7 @@ from contextlib import nullcontext
 from typing import Dict, Iterable, List
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from util.logger import MetricLogger
@@ -122,3 +123,29 @@ def evaluate_a2d(model: nn.Module, data_loader: Iterable, postprocessor: nn.Modu
         logger.info('evaluation: %s', ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
     barrier()
     return metrics
+
+
+@torch.no_grad()
+def predict_clip(model: nn.Module, clip: torch.Tensor, caption: str, device: torch.device,
+                 amp: bool = False) -> Dict[str, torch.Tensor]:
+    """Run the model on one clip `[T, 3, h, w]` and one sentence: `pred_logits [T, Q, K]`,
+    `pred_boxes [T, Q, 4]`, `pred_masks [T, Q, h/4, w/4]` (logits) and `reference_points [T, Q, 2]`,
+    in float32 on `device`."""
+    if not caption.strip():
+        raise ValueError('empty expression: BIFIT needs a sentence that describes the object')
+    clip = clip.to(device, non_blocking=True)
+    size = torch.as_tensor(clip.shape[-2:], device=device)
+    with autocast(device, amp):
+        outputs = model([clip], [caption], [{'size': size}])
+    return {k: outputs[k][0].float() for k in ('pred_logits', 'pred_boxes', 'pred_masks', 'reference_points')}
+
+
+def select_query(pred_logits: torch.Tensor) -> int:
+    """The query with the highest score averaged over frames (score: max sigmoid over classes);
+    pred_logits `[T, Q, K]`."""
+    return int(pred_logits.sigmoid().mean(0).max(-1)[0].argmax())
+
+
+def mask_probabilities(mask_logits: torch.Tensor, size) -> torch.Tensor:
+    """Mask logits `[T, h/4, w/4]` -> probabilities `[T, H, W]` at the frame size (bilinear)."""
+    return F.interpolate(mask_logits[None], size=tuple(size), mode='bilinear', align_corners=False)[0].sigmoid()

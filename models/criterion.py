@@ -1,5 +1,5 @@
 """The training losses: focal classification, L1 + GIoU boxes, focal + dice masks, per decoder layer."""
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 import torch
 import torch.distributed as dist

@@ -12,6 +12,7 @@ sampling locations and attention weights in that arithmetic dtype, so locations 
 precision to a half type. The output has value's dtype.
 """
 import functools
+import importlib
 import logging
 import warnings
 from types import ModuleType
@@ -33,13 +34,15 @@ _device_verdicts: Dict[torch.device, bool] = {}
 @functools.lru_cache(maxsize=None)
 def load_extension() -> Tuple[Optional[ModuleType], str]:
     """`(models.ops._C, '')`, or `(None, why it is unavailable)`."""
+    name = f'{__package__}._C'
     try:
-        from . import _C
-    except ModuleNotFoundError:
+        return importlib.import_module(name), ''
+    except ModuleNotFoundError as error:
+        if error.name != name:
+            raise
         return None, f'extension not built: run {BUILD_COMMAND}'
     except ImportError as error:
         return None, f'extension failed to load ({error}): rebuild it with {BUILD_COMMAND}'
-    return _C, ''
 
 
 class Problem(NamedTuple):
@@ -72,7 +75,7 @@ def random_problem(shapes: Sequence[Tuple[int, int]], batch: int, queries: int, 
     level_start_index = torch.tensor([0] + areas[:-1], dtype=torch.int64).cumsum(0)
     value = torch.randn(batch, sum(areas), heads, channels, dtype=torch.float64, generator=generator)
     point_shape = (batch, queries, heads, len(shapes), points)
-    sizes_xy = spatial_shapes.flip(-1).to(torch.float64)
+    sizes_xy = spatial_shapes.flip(-1)[:, None, :].to(torch.float64)  # [L, 1, 2] against [..., L, P, 2]
     cells = torch.rand(*point_shape, 2, dtype=torch.float64, generator=generator) * (sizes_xy + 3) - 2
     within_cells = 0.05 + 0.9 * torch.rand(*point_shape, 2, dtype=torch.float64, generator=generator)
     pixels = cells.floor() + within_cells
@@ -81,8 +84,8 @@ def random_problem(shapes: Sequence[Tuple[int, int]], batch: int, queries: int, 
     return Problem(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
 
 
-def output_and_gradients(implementation: Callable[..., Tensor], problem: Problem,
-                         grad_output: Tensor) -> List[Tensor]:
+def _output_and_gradients(implementation: Callable[..., Tensor], problem: Problem,
+                          grad_output: Tensor) -> List[Tensor]:
     """[output, grad of value, of sampling_locations, of attention_weights] of `implementation`."""
     value, locations, weights = (tensor.detach().requires_grad_() for tensor in
                                  (problem.value, problem.sampling_locations, problem.attention_weights))
@@ -98,9 +101,9 @@ def errors_against_pytorch(implementation: Callable[..., Tensor], problem: Probl
     """
     # Imported here: ms_deform_attn imports this module.
     from .ms_deform_attn import ms_deform_attn_pytorch
-    results = output_and_gradients(implementation, problem, grad_output)
+    results = _output_and_gradients(implementation, problem, grad_output)
     reference_problem = problem.to(problem.value.device, torch.float64, torch.float64)
-    references = output_and_gradients(ms_deform_attn_pytorch, reference_problem, grad_output.double())
+    references = _output_and_gradients(ms_deform_attn_pytorch, reference_problem, grad_output.double())
     names = ('output', 'grad_value', 'grad_sampling_locations', 'grad_attention_weights')
     return {name: ((result.double() - reference).abs().max()
                    / reference.abs().max().clamp_min(1e-12)).item()

@@ -41,7 +41,7 @@ def ms_deform_attn_pytorch(value: Tensor, spatial_shapes: Tensor, level_start_in
 def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
                    sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
     """`ms_deform_attn_pytorch`, computed by the fastest verified implementation for the device."""
-    if value.is_cuda and dispatch.cuda_extension_verified(value.device):
+    if dispatch.cuda_extension_verified(value.device):
         return dispatch.ms_deform_attn_cuda(value, spatial_shapes, level_start_index,
                                             sampling_locations, attention_weights)
     return ms_deform_attn_pytorch(value, spatial_shapes, level_start_index,

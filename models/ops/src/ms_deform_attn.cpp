@@ -8,7 +8,9 @@
 namespace bifit {
 namespace {
 
-void check_on_value_device(const at::Tensor& tensor, const char* name, const at::Tensor& value) {
+// On the device of value, and contiguous.
+void check_device_and_layout(const at::Tensor& tensor, const char* name,
+                             const at::Tensor& value) {
   TORCH_CHECK(tensor.device() == value.device(), "ms_deform_attn: ", name, " is on ",
               tensor.device(), " but value is on ", value.device());
   TORCH_CHECK(tensor.is_contiguous(), "ms_deform_attn: ", name, " must be contiguous");
@@ -26,10 +28,10 @@ void check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
   TORCH_CHECK(value.is_cuda(), "ms_deform_attn: value must be a CUDA tensor, got one on ",
               value.device(), " (the PyTorch implementation handles other devices)");
   TORCH_CHECK(value.is_contiguous(), "ms_deform_attn: value must be contiguous");
-  check_on_value_device(spatial_shapes, "spatial_shapes", value);
-  check_on_value_device(level_start_index, "level_start_index", value);
-  check_on_value_device(sampling_locations, "sampling_locations", value);
-  check_on_value_device(attention_weights, "attention_weights", value);
+  check_device_and_layout(spatial_shapes, "spatial_shapes", value);
+  check_device_and_layout(level_start_index, "level_start_index", value);
+  check_device_and_layout(sampling_locations, "sampling_locations", value);
+  check_device_and_layout(attention_weights, "attention_weights", value);
 
   const at::ScalarType value_dtype = value.scalar_type();
   TORCH_CHECK(value_dtype == at::kFloat || value_dtype == at::kDouble ||
@@ -58,6 +60,8 @@ void check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
               "ms_deform_attn: sampling_locations must be [N, Lq, M, L, P, 2] with N = ",
               value.size(0), ", M = ", value.size(2), ", L = ", levels, ", got shape ",
               sampling_locations.sizes());
+  // S is not checked against the sum of h * w over levels: that would need spatial_shapes on the
+  // host, a synchronisation on every call.
   TORCH_CHECK(attention_weights.sizes() == sampling_locations.sizes().slice(0, 5),
               "ms_deform_attn: attention_weights must be [N, Lq, M, L, P] = ",
               sampling_locations.sizes().slice(0, 5), ", got shape ", attention_weights.sizes());
@@ -77,7 +81,7 @@ std::vector<at::Tensor> backward(const at::Tensor& value, const at::Tensor& spat
                                  const at::Tensor& attention_weights,
                                  const at::Tensor& grad_output) {
   check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  check_on_value_device(grad_output, "grad_output", value);
+  check_device_and_layout(grad_output, "grad_output", value);
   check_dtype(grad_output, "grad_output", value.scalar_type(), "the dtype of value");
   const std::vector<int64_t> output_shape = {value.size(0), sampling_locations.size(1),
                                              value.size(2) * value.size(3)};

@@ -1,0 +1,123 @@
+"""Ref-DAVIS17 inference: for each of the 4 annotators, every object's expression segments the video
+and the objects compete by argmax against a constant background; palette PNGs for `eval_davis.py`.
+
+    ./scripts/dist_test_davis.sh davis_dirs/resnet50 ytvos_r50.pth --backbone resnet50
+    python inference_davis.py --with_box_refine --binary --freeze_text_encoder \
+        --output_dir davis_dirs/resnet50 --resume ytvos_r50.pth --ngpu 1
+
+Writes `<output_dir>/valid/anno_<a>/<video>/<frame:05d>.png`; a re-run skips finished videos.
+"""
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+import opts
+from engine import mask_probabilities, predict_clip, select_query
+from util.inference_workers import atomic_folder, run_sharded, split_evenly
+from util.logger import setup_logging
+from util.video_io import frames_to_clip, open_image
+from util.visualize import label_image
+
+logger = logging.getLogger('bifit')
+NUM_ANNOTATORS = 4
+CLIP_LEN = 24
+BACKGROUND_SCORE = 0.1
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser('Ref-DAVIS17 inference', parents=[opts.get_args_parser()],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--clip_len', default=CLIP_LEN, type=int,
+                        help='frames per clip; each clip chooses its own query (the protocol: 24)')
+    return parser
+
+
+def read_videos(args) -> Dict:
+    path = Path(args.davis_path) / 'meta_expressions' / args.split / 'meta_expressions.json'
+    if not path.is_file():
+        raise FileNotFoundError(f'missing meta file {path}: run tools/convert_davis_to_ytvos.py first '
+                                f'(expected <davis_path>/meta_expressions/valid/meta_expressions.json, see data.md)')
+    with open(path) as f:
+        videos = json.load(f)['videos']
+    for video, meta in videos.items():
+        if len(meta['expressions']) % NUM_ANNOTATORS:
+            raise ValueError(f'{path}: video {video} has {len(meta["expressions"])} expressions, not 4 per object '
+                             f'(exp_id = object * 4 + annotator)')
+        for exp_id, expression in meta['expressions'].items():
+            if not expression['exp'].strip():
+                raise ValueError(f'{path}: empty expression {exp_id} of video {video}')
+    return videos
+
+
+def object_probabilities(model, args, device, clip: torch.Tensor, text: str, frame_size) -> torch.Tensor:
+    """Mask probabilities `[T, H, W]` of one expression: clips of `--clip_len` frames, each with its own
+    best query."""
+    probabilities = []
+    for start in range(0, len(clip), args.clip_len):
+        outputs = predict_clip(model, clip[start:start + args.clip_len], text, device, args.amp)
+        query = select_query(outputs['pred_logits'])
+        probabilities.append(mask_probabilities(outputs['pred_masks'][:, query], frame_size).cpu())
+    return torch.cat(probabilities)
+
+
+def annotator_labels(objects: List[torch.Tensor]) -> np.ndarray:
+    """Objects' probabilities `[T, H, W]` (below 0.5 set to 0) against a constant 0.1 background:
+    label map `[T, H, W]` (0 background, k object k)."""
+    scores = torch.stack(objects)
+    scores[scores < 0.5] = 0.0
+    background = torch.full_like(scores[:1], BACKGROUND_SCORE)
+    return torch.cat([background, scores]).argmax(0).numpy().astype(np.uint8)
+
+
+def video_done(output: Path, video: str, num_frames: int) -> bool:
+    return all(len(list((output / f'anno_{a}' / video).glob('*.png'))) == num_frames for a in range(NUM_ANNOTATORS))
+
+
+def segment_video(model, args, device, video: str, meta: Dict, output: Path) -> None:
+    frames_folder = Path(args.davis_path) / args.split / 'JPEGImages' / video
+    frames = [open_image(frames_folder / f'{name}.jpg') for name in meta['frames']]
+    clip = frames_to_clip(frames)
+    frame_size = (frames[0].height, frames[0].width)
+    expressions = list(meta['expressions'].values())
+    num_objects = len(expressions) // NUM_ANNOTATORS
+    for annotator in range(NUM_ANNOTATORS):
+        objects = [object_probabilities(model, args, device, clip, expressions[obj * NUM_ANNOTATORS + annotator]['exp'],
+                                        frame_size) for obj in range(num_objects)]
+        labels = annotator_labels(objects)
+        with atomic_folder(output / f'anno_{annotator}' / video) as folder:
+            for index, frame_labels in enumerate(labels):
+                label_image(frame_labels).save(folder / f'{index:05d}.png')
+
+
+def segment_videos(model, device, args, videos: List, progress) -> None:
+    """Segment `videos` (pairs of name and meta) for every annotator."""
+    output = Path(args.output_dir) / args.split
+    for video, meta in videos:
+        segment_video(model, args, device, video, meta, output)
+        progress.put(1)
+
+
+def main(args) -> None:
+    args.masks = True
+    if not args.resume:
+        raise SystemExit('--resume CHECKPOINT is required: the model weights to run')
+    setup_logging()
+    videos = read_videos(args)
+    output = Path(args.output_dir) / args.split
+    pending = {v: m for v, m in sorted(videos.items()) if not video_done(output, v, len(m['frames']))}
+    logger.info('%d videos; %d already written, %d to do', len(videos), len(videos) - len(pending), len(pending))
+    start = time.time()
+    if pending:
+        run_sharded(segment_videos, args, split_evenly(list(pending.items()), args.ngpu), len(pending), 'videos')
+    logger.info('inference done in %.1f s; results in %s/anno_0..3 (evaluate with eval_davis.py '
+                '--results_path %s/anno_<a>)', time.time() - start, output, output)
+
+
+if __name__ == '__main__':
+    main(opts.parse_args(get_parser()))
