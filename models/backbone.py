@@ -102,10 +102,16 @@ class Joiner(nn.Sequential):
 
     def forward(self, videos: NestedTensor) -> Tuple[List[NestedTensor], List[Tensor]]:
         """videos `[B, T, 3, H, W]` (mask `[B, T, H, W]`) -> per level features `[(B T), C_l, h_l, w_l]`
-        with masks `[(B T), h_l, w_l]`, and position embeddings `[(B T), hidden_dim, h_l, w_l]`."""
-        frames = NestedTensor(rearrange(videos.tensors, 'b t c h w -> (b t) c h w'),
-                              rearrange(videos.mask, 'b t h w -> (b t) h w'))
-        features = self[0](frames)
+        with masks `[(B T), h_l, w_l]`, and position embeddings `[(B T), hidden_dim, h_l, w_l]`.
+
+        The body gets the frames `[(B T), 3, H, W]`, or the videos themselves if it declares
+        `takes_clips = True` (Video Swin)."""
+        if getattr(self[0], 'takes_clips', False):
+            features = self[0](videos)
+        else:
+            frames = NestedTensor(rearrange(videos.tensors, 'b t c h w -> (b t) c h w'),
+                                  rearrange(videos.mask, 'b t h w -> (b t) h w'))
+            features = self[0](frames)
         pos = [self[1](x).to(x.tensors.dtype) for x in features]
         return features, pos
 
@@ -128,7 +134,8 @@ def build_backbone(args) -> Joiner:
     if args.backbone in RESNETS:
         body = ResNetBody(args.backbone, train_backbone, args.dilation, pretrained)
     elif 'swin' in args.backbone:
-        raise NotImplementedError(f'--backbone {args.backbone}: Swin backbones are not implemented yet')
+        from .swin import build_swin_body  # imported here: swin.py builds on this module's helpers
+        body = build_swin_body(args.backbone, pretrained, train_backbone, args.use_checkpoint)
     else:
         raise ValueError(f'unknown backbone {args.backbone!r}')
     return Joiner(body, build_position_encoding(args))

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Ref-DAVIS17: inference with a Ref-YouTube-VOS model, then the DAVIS-2017 J&F of each annotator.
+#   ./scripts/dist_test_davis.sh OUTPUT_DIR CHECKPOINT [more inference_davis.py flags]
+# GPUS (default 2) worker processes; --device cpu works too. --davis_path is passed to both steps.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GPUS=${GPUS:-2}
+OUTPUT_DIR=$1
+CHECKPOINT=$2
+PY_ARGS=("${@:3}")
+
+DAVIS_PATH=data/ref-davis
+for ((i = 0; i < ${#PY_ARGS[@]}; i++)); do
+    case "${PY_ARGS[$i]}" in
+        --davis_path=*) DAVIS_PATH="${PY_ARGS[$i]#--davis_path=}" ;;
+        --davis_path) DAVIS_PATH="${PY_ARGS[$((i + 1))]}" ;;
+    esac
+done
+
+echo "Load model weights from: ${CHECKPOINT}"
+python3 inference_davis.py --with_box_refine --binary --freeze_text_encoder \
+    --output_dir="${OUTPUT_DIR}" --resume="${CHECKPOINT}" --ngpu="${GPUS}" "${PY_ARGS[@]}"
+
+for ANNOTATOR in 0 1 2 3; do
+    python3 eval_davis.py --results_path="${OUTPUT_DIR}/valid/anno_${ANNOTATOR}" --davis_path="${DAVIS_PATH}/DAVIS"
+done
