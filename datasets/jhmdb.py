@@ -118,4 +118,4 @@ def build(image_set: str, args) -> JHMDBSentences:
     if image_set == 'train':
         raise ValueError('JHMDB-Sentences is evaluation-only: train on A2D-Sentences (--dataset_file a2d) and '
                          'evaluate with --dataset_file jhmdb --eval')
-    return JHMDBSentences(Path(args.jhmdb_path), make_video_transforms('val'), args.num_frames)
+    return JHMDBSentences(Path(args.jhmdb_path), make_video_transforms('val', args.max_size), args.num_frames)

@@ -8,7 +8,7 @@
 """
 import io
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from PIL import Image
@@ -40,7 +40,7 @@ class RefExpPseudoClips(ClipDataset):
         self.ids = sorted(self.coco.imgs)
         self.num_frames = num_frames
         self.warp = v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=5)
-        self.cache: Dict[str, bytes] = {} if cache_mode else None
+        self.cache: Optional[Dict[str, bytes]] = {} if cache_mode else None
 
     def __len__(self) -> int:
         return len(self.ids)

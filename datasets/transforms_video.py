@@ -44,6 +44,7 @@ def resized_shape(height: int, width: int, size: int, max_size: Optional[int] = 
 
 
 def resize(frames: Frames, target: Dict, size: int, max_size: Optional[int] = None) -> Tuple[Frames, Dict]:
+    """Frames bilinear, boxes scaled, masks `[T', H, W]` nearest, to `resized_shape(H, W, size, max_size)`."""
     width, height = frames[0].size
     new_h, new_w = resized_shape(height, width, size, max_size)
     frames = [F.resize(frame, [new_h, new_w]) for frame in frames]
@@ -55,16 +56,18 @@ def resize(frames: Frames, target: Dict, size: int, max_size: Optional[int] = No
 
 
 def crop(frames: Frames, target: Dict, top: int, left: int, height: int, width: int) -> Tuple[Frames, Dict]:
+    """Frames and masks cropped; boxes shifted and clamped to the crop (they may become degenerate)."""
     frames = [F.crop(frame, top, left, height, width) for frame in frames]
     target = dict(target)
-    boxes = target['boxes'] - torch.tensor([left, top, left, top])
-    target['boxes'] = torch.minimum(boxes.view(-1, 2, 2), torch.tensor([width, height], dtype=boxes.dtype)).clamp(min=0).view(-1, 4)
+    boxes = (target['boxes'] - torch.tensor([left, top, left, top])).view(-1, 2, 2)
+    target['boxes'] = torch.minimum(boxes, torch.tensor([width, height], dtype=boxes.dtype)).clamp(min=0).view(-1, 4)
     target['masks'] = target['masks'][:, top:top + height, left:left + width]
     target['size'] = torch.tensor([height, width])
     return frames, target
 
 
 def hflip(frames: Frames, target: Dict) -> Tuple[Frames, Dict]:
+    """Frames, boxes and masks mirrored; "left" and "right" exchanged in the caption."""
     width = frames[0].size[0]
     frames = [F.horizontal_flip(frame) for frame in frames]
     target = dict(target)
@@ -163,8 +166,8 @@ class Normalize:
 
 
 def make_video_transforms(image_set: str, max_size: int = VAL_MAX_SIZE) -> Compose:
-    """Training: flip, photometric distortion, multi-scale resize or resize + crop + resize, check;
-    evaluation: short side 360 (long side at most 640)."""
+    """Training: flip, photometric distortion, multi-scale resize or resize + crop + resize, check (long side
+    at most `max_size`); evaluation: short side 360, long side at most 640 (or `max_size` if smaller)."""
     if image_set == 'train':
         return Compose([
             RandomHorizontalFlip(),
@@ -177,5 +180,5 @@ def make_video_transforms(image_set: str, max_size: int = VAL_MAX_SIZE) -> Compo
             Normalize(),
         ])
     if image_set == 'val':
-        return Compose([RandomResize([VAL_SIZE], VAL_MAX_SIZE), Normalize()])
+        return Compose([RandomResize([VAL_SIZE], min(VAL_MAX_SIZE, max_size)), Normalize()])
     raise ValueError(f"unknown image_set {image_set!r}: expected 'train' or 'val'")

@@ -4,7 +4,7 @@
     <root>/<split>/Annotations/<video>/<frame>.png     palette PNG, pixel value = object id
     <root>/<split>/meta.json                            videos -> <video> -> objects -> <obj_id> -> category
     <root>/meta_expressions/<split>/meta_expressions.json
-                                                        videos -> <video> -> frames, expressions -> <exp_id> -> exp, obj_id
+                                   videos -> <video> -> frames [...], expressions -> <exp_id> -> exp, obj_id
 
 One item per (video, expression, start frame in range(0, n, num_frames)). Training clips are drawn around the
 start frame (`sampling.sample_train_frames`); evaluation clips are the `num_frames` consecutive frames from it.
@@ -28,7 +28,8 @@ SERVER_HINT = ('the Ref-YouTube-VOS validation split has no masks: it is evaluat
 
 
 class YTVOSDataset(ClipDataset):
-    """Items: frames `[T, 3, H, W]` and the target of the referred object in every frame (T' = T)."""
+    """Items: frames `[T, 3, H, W]` and the target of the referred object in every frame (T' = T), with the
+    `video` and `exp_id` it comes from."""
 
     def __init__(self, root: Path, split: str, transforms, num_frames: int, max_skip: int,
                  category_ids: Dict[str, int], train: bool, hint: str = 'see data.md'):
@@ -68,6 +69,7 @@ class YTVOSDataset(ClipDataset):
             raise KeyError(f'video {video}, object {obj_id}: unknown category {category!r}')
         target = clip_target(torch.from_numpy(masks == int(obj_id)), self.category_ids[category], frames_idx,
                              expression['exp'])
+        target.update(video=video, exp_id=exp_id)
         return frames, target
 
 
