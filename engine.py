@@ -2,7 +2,7 @@
 import logging
 import math
 from contextlib import nullcontext
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -149,3 +149,44 @@ def select_query(pred_logits: torch.Tensor) -> int:
 def mask_probabilities(mask_logits: torch.Tensor, size) -> torch.Tensor:
     """Mask logits `[T, h/4, w/4]` -> probabilities `[T, H, W]` at the frame size (bilinear)."""
     return F.interpolate(mask_logits[None], size=tuple(size), mode='bilinear', align_corners=False)[0].sigmoid()
+
+
+def clip_mask_iou(pred_logits: torch.Tensor, pred_masks: torch.Tensor, target: Dict,
+                  threshold: float = 0.5) -> Tuple[float, float, float]:
+    """IoU of the best query's masks with the target masks over one clip.
+
+    pred_logits `[T, Q, K]`, pred_masks `[T, Q, h/4, w/4]` (logits of the padded input), target `masks
+    [T, H, W]` and `size` (H, W). Returns (mean over frames of the IoU — 1 where prediction and
+    target are both empty —, total intersection, total union).
+    """
+    query = select_query(pred_logits)
+    h, w = target['size'].tolist()
+    probabilities = F.interpolate(pred_masks[None, :, query], scale_factor=4, mode='bilinear', align_corners=False)
+    predicted = probabilities[0, :, :h, :w].sigmoid() > threshold
+    truth = target['masks'].bool()
+    intersection = (predicted & truth).flatten(1).sum(1).float()
+    union = (predicted | truth).flatten(1).sum(1).float()
+    ious = torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
+    return ious.mean().item(), intersection.sum().item(), union.sum().item()
+
+
+@torch.no_grad()
+def evaluate_mask_iou(model: nn.Module, data_loader: Iterable, device: torch.device, threshold: float = 0.5,
+                      amp: bool = False) -> Dict[str, float]:
+    """Held-out clips with masks (Ref-Shapes, converted Ref-DAVIS17): `mean_iou` (mean over clips of the
+    per-clip mean frame IoU of the best query) and `overall_iou` (total intersection / total union),
+    gathered from every process."""
+    model.eval()
+    results = []
+    for samples, targets in MetricLogger().log_every(data_loader, 50, 'Evaluate'):
+        captions = [t['caption'] for t in targets]
+        targets = targets_to(targets, device)
+        with autocast(device, amp):
+            outputs = to_float32(model(samples.to(device, non_blocking=True), captions, targets))
+        for i, target in enumerate(targets):
+            results.append(clip_mask_iou(outputs['pred_logits'][i], outputs['pred_masks'][i], target, threshold))
+    results = [r for process_results in all_gather(results) for r in process_results]
+    if not results:
+        return {'mean_iou': 0.0, 'overall_iou': 0.0}
+    ious, intersections, unions = zip(*results)
+    return {'mean_iou': sum(ious) / len(ious), 'overall_iou': sum(intersections) / max(sum(unions), 1.0)}

@@ -1,4 +1,5 @@
-"""Train BIFIT (every benchmark), or evaluate it on A2D-Sentences / JHMDB-Sentences (`--eval`).
+"""Train BIFIT (every benchmark), or evaluate it (`--eval`): A2D-Sentences / JHMDB-Sentences metrics, or
+the mask IoU of held-out clips that have masks (Ref-Shapes, converted Ref-DAVIS17).
 
 One process:  python main.py --with_box_refine --binary --freeze_text_encoder ...
 Several:      torchrun --nproc_per_node=N main.py ...
@@ -21,7 +22,7 @@ from torch import nn
 import opts
 from datasets import build_dataset
 from datasets.loaders import build_data_loader, set_epoch
-from engine import evaluate_a2d, train_one_epoch
+from engine import evaluate_a2d, evaluate_mask_iou, train_one_epoch
 from models import build_model
 from util.checkpoint import (compare_state_dicts, load_model_weights, model_state_dict, read_checkpoint,
                              save_checkpoint_atomic)
@@ -137,11 +138,14 @@ def main(args) -> None:
         gt_file = os.path.join(getattr(args, path_option), gt_name)
         data_loader_val = build_data_loader(build_dataset('val', args), args, train=False)
     if args.eval:
-        if not evaluate:
-            raise SystemExit('--eval evaluates A2D-Sentences and JHMDB-Sentences (--dataset_file a2d / jhmdb); '
-                             'Ref-YouTube-VOS and Ref-DAVIS17 are evaluated by inference_ytvos.py / '
-                             'inference_davis.py')
-        evaluate_a2d(model, data_loader_val, postprocessors['segm'], device, gt_file, amp=args.amp)
+        if evaluate:
+            evaluate_a2d(model, data_loader_val, postprocessors['segm'], device, gt_file, amp=args.amp)
+        elif args.dataset_file in ('ytvos', 'davis'):
+            metrics = evaluate_mask_iou(model, build_data_loader(build_dataset('val', args), args, train=False),
+                                        device, args.threshold, amp=args.amp)
+            logger.info('held-out mask IoU: %s', ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
+        else:
+            raise SystemExit(f'--eval is not available for --dataset_file {args.dataset_file}')
         return
 
     data_loader_train = build_data_loader(build_dataset('train', args), args, train=True)
