@@ -56,7 +56,8 @@ def main(args) -> None:
     start = time.time()
     outputs = []
     for frames in source.chunks(args.clip_len):
-        clip_outputs = predict_clip(model, frames_to_clip(frames), args.text, device, args.amp)
+        clip = frames_to_clip(frames, args.short_side)
+        clip_outputs = predict_clip(model, clip, args.text, device, args.amp)
         outputs.append({k: v.cpu().half() if k == 'pred_masks' else v.cpu() for k, v in clip_outputs.items()})
     outputs = {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
     query = select_query(outputs['pred_logits'])

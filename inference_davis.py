@@ -82,7 +82,7 @@ def video_done(output: Path, video: str, num_frames: int) -> bool:
 def segment_video(model, args, device, video: str, meta: Dict, output: Path) -> None:
     frames_folder = Path(args.davis_path) / args.split / 'JPEGImages' / video
     frames = [open_image(frames_folder / f'{name}.jpg') for name in meta['frames']]
-    clip = frames_to_clip(frames)
+    clip = frames_to_clip(frames, args.short_side)
     frame_size = (frames[0].height, frames[0].width)
     expressions = list(meta['expressions'].values())
     num_objects = len(expressions) // NUM_ANNOTATORS

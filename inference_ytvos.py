@@ -118,7 +118,7 @@ def segment_videos(model, device, args, videos: List[List[Expression]], progress
     for expressions in videos:
         names = expressions[0].frames
         frames = [open_image(frames_folder / expressions[0].video / f'{name}.jpg') for name in names]
-        clip = frames_to_clip(frames)
+        clip = frames_to_clip(frames, args.short_side)
         for index, expression in enumerate(expressions):
             result = segment(model, args, device, clip, expression.text, (frames[0].height, frames[0].width))
             write_masks(output, expression, result['masks'])

@@ -94,7 +94,8 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def main(args) -> None:
+def main(args) -> Dict[str, float]:
+    """Train, or with `--eval` evaluate; returns the evaluation metrics (empty after training)."""
     init_distributed_mode(args)
     if args.output_dir and is_main_process():
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
@@ -139,14 +140,13 @@ def main(args) -> None:
         data_loader_val = build_data_loader(build_dataset('val', args), args, train=False)
     if args.eval:
         if evaluate:
-            evaluate_a2d(model, data_loader_val, postprocessors['segm'], device, gt_file, amp=args.amp)
-        elif args.dataset_file in ('ytvos', 'davis'):
+            return evaluate_a2d(model, data_loader_val, postprocessors['segm'], device, gt_file, amp=args.amp)
+        if args.dataset_file in ('ytvos', 'davis'):
             metrics = evaluate_mask_iou(model, build_data_loader(build_dataset('val', args), args, train=False),
                                         device, args.threshold, amp=args.amp)
             logger.info('held-out mask IoU: %s', ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
-        else:
-            raise SystemExit(f'--eval is not available for --dataset_file {args.dataset_file}')
-        return
+            return metrics
+        raise SystemExit(f'--eval is not available for --dataset_file {args.dataset_file}')
 
     data_loader_train = build_data_loader(build_dataset('train', args), args, train=True)
     output_dir = Path(args.output_dir)
@@ -172,6 +172,7 @@ def main(args) -> None:
             with (output_dir / 'log.txt').open('a') as f:
                 f.write(json.dumps(log_stats) + '\n')
     logger.info('training time %.1f min', (time.time() - start_time) / 60)
+    return {}
 
 
 if __name__ == '__main__':

@@ -131,6 +131,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument('--eval', action='store_true', help='evaluate only (A2D / JHMDB)')
     group.add_argument('--num_workers', default=4, type=int)
     group.add_argument('--threshold', default=0.5, type=float, help='mask probability threshold')
+    group.add_argument('--short_side', default=360, type=int,
+                       help='(new) inference scripts: frames resized to this short side (the protocol: 360)')
     group.add_argument('--ngpu', default=2, type=int,
                        help='worker processes for Ref-YTVOS / Ref-DAVIS inference (one per GPU)')
     group.add_argument('--split', default='valid', type=str, choices=['valid', 'test'])

@@ -67,3 +67,35 @@ def clip_targets(videos: List[torch.Tensor], num_classes_labels: int = 1, seed: 
 @pytest.fixture(scope='session')
 def fixture_a() -> Dict:
     return torch.load(REFERENCE / 'fixture_a.pt', weights_only=False)
+
+
+SMALL_MODEL = ['--backbone', 'resnet18', '--hidden_dim', '64', '--mask_dim', '64', '--dim_feedforward', '128',
+               '--enc_layers', '1', '--dec_layers', '2', '--num_queries', '3', '--with_box_refine', '--binary',
+               '--freeze_text_encoder']
+"""A BIFIT small enough for CPU tests of the pipelines (the network itself is tested at full width)."""
+
+
+def generate_synthetic(out: Path, *flags: str) -> Path:
+    """The synthetic datasets of `tools/make_synthetic_data.py` under `out`."""
+    from tools import make_synthetic_data
+    args = make_synthetic_data.get_parser().parse_args(['--out', str(out), *flags])
+    make_synthetic_data.make(out, args.benchmarks, args)
+    return out
+
+
+@pytest.fixture(scope='session')
+def synthetic_data(tmp_path_factory) -> Path:
+    """Every benchmark's synthetic dataset (small) in one folder, for the entry-script tests."""
+    return generate_synthetic(tmp_path_factory.mktemp('synthetic'), '--refshapes_train', '4',
+                              '--refshapes_valid', '2')
+
+
+@pytest.fixture(scope='session')
+def small_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint (`{'model': ...}`) of the small BIFIT with random weights."""
+    from models import build_model
+    torch.manual_seed(0)
+    model, _, _ = build_model(parse_args(SMALL_MODEL))
+    path = tmp_path_factory.mktemp('checkpoint') / 'small.pth'
+    torch.save({'model': model.state_dict()}, path)
+    return path

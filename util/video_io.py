@@ -21,9 +21,9 @@ def inference_transform(short_side: int = INFERENCE_SHORT_SIDE) -> T.Compose:
     return T.Compose([T.Resize(short_side), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
-def frames_to_clip(frames: Sequence[Image.Image], transform=None) -> Tensor:
-    """PIL frames -> the normalised clip `[T, 3, h, w]` the model takes."""
-    transform = transform or inference_transform()
+def frames_to_clip(frames: Sequence[Image.Image], short_side: int = INFERENCE_SHORT_SIDE) -> Tensor:
+    """PIL frames -> the normalised clip `[T, 3, h, w]` the model takes, short side `short_side`."""
+    transform = inference_transform(short_side)
     return torch.stack([transform(frame) for frame in frames])
 
 

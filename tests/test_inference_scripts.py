@@ -1,0 +1,189 @@
+"""The inference entry scripts on synthetic data: outputs, layouts, resuming, and clear errors."""
+import argparse
+import csv
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import demo
+import eval_davis
+import inference_davis
+import inference_ytvos
+import main as train_main
+from opts import parse_args as parse_with_config
+from tests.conftest import SMALL_MODEL, TINY_ROBERTA, parse_args
+
+OFFLINE = ['--text_encoder', str(TINY_ROBERTA), '--device', 'cpu', '--short_side', '96']
+
+
+def script_args(module, *flags) -> argparse.Namespace:
+    return parse_with_config(module.get_parser(), [*SMALL_MODEL, *OFFLINE, *flags])
+
+
+def ytvos_args(synthetic_data, checkpoint, output, *flags):
+    return script_args(inference_ytvos, '--ytvos_path', str(synthetic_data / 'ref-youtube-vos'),
+                       '--resume', str(checkpoint), '--output_dir', str(output), '--ngpu', '1', *flags)
+
+
+def read_meta(root, split):
+    return json.loads((root / 'meta_expressions' / split / 'meta_expressions.json').read_text())['videos']
+
+
+def test_ytvos_inference_writes_masks_and_submission(synthetic_data, small_checkpoint, tmp_path):
+    output = tmp_path / 'ytvos'
+    inference_ytvos.main(ytvos_args(synthetic_data, small_checkpoint, output, '--visualize'))
+    root = synthetic_data / 'ref-youtube-vos'
+    valid, test = read_meta(root, 'valid'), read_meta(root, 'test')
+    videos = sorted(set(valid) - set(test))
+    assert videos and set(test) & set(valid), 'the synthetic valid meta also lists test videos, as the release'
+    expected = {f'Annotations/{v}/{e}/{f}.png' for v in videos for e in valid[v]['expressions']
+                for f in valid[v]['frames']}
+    with zipfile.ZipFile(output / 'submission.zip') as archive:
+        assert set(archive.namelist()) == expected
+    video = videos[0]
+    frame = valid[video]['frames'][0]
+    mask = np.array(Image.open(output / 'valid' / video / '0' / f'{frame}.png'))
+    source = Image.open(root / 'valid' / 'JPEGImages' / video / f'{frame}.jpg')
+    assert mask.shape == (source.height, source.width)
+    assert set(np.unique(mask)) <= {0, 255}
+    assert (output / 'valid_images' / video / '0' / f'{frame}.png').exists()
+    assert not list(output.rglob('*.partial'))
+
+
+def test_ytvos_inference_resumes_where_it_stopped(synthetic_data, small_checkpoint, tmp_path, monkeypatch):
+    output = tmp_path / 'ytvos'
+    args = ytvos_args(synthetic_data, small_checkpoint, output, '--no_zip')
+    inference_ytvos.main(args)
+    written = sorted((output / 'valid').glob('*/*'))
+    removed = written[-1]
+    shutil.rmtree(removed)
+    (removed.parent / (removed.name + '.partial')).mkdir()
+    calls = []
+    real_segment = inference_ytvos.segment
+    monkeypatch.setattr(inference_ytvos, 'segment', lambda *a, **k: calls.append(a[4]) or real_segment(*a, **k))
+    inference_ytvos.main(args)
+    assert len(calls) == 1, 'only the missing expression is segmented again'
+    assert removed.is_dir() and len(list(removed.glob('*.png'))) == len(list(written[0].glob('*.png')))
+    assert not list(output.rglob('*.partial'))
+
+
+def test_ytvos_inference_with_two_worker_processes(synthetic_data, small_checkpoint, tmp_path):
+    single, double = tmp_path / 'one', tmp_path / 'two'
+    inference_ytvos.main(ytvos_args(synthetic_data, small_checkpoint, single, '--no_zip'))
+    inference_ytvos.main(ytvos_args(synthetic_data, small_checkpoint, double, '--no_zip', '--ngpu', '2'))
+    files = sorted(p.relative_to(single) for p in single.rglob('*.png'))
+    assert files == sorted(p.relative_to(double) for p in double.rglob('*.png'))
+    for path in files:
+        assert np.array_equal(np.array(Image.open(single / path)), np.array(Image.open(double / path))), path
+
+
+def test_ytvos_inference_errors(synthetic_data, small_checkpoint, tmp_path):
+    with pytest.raises(FileNotFoundError, match='missing meta file .*meta_expressions/valid/meta_expressions.json'):
+        inference_ytvos.main(script_args(inference_ytvos, '--ytvos_path', str(tmp_path / 'nowhere'),
+                                         '--resume', str(small_checkpoint), '--output_dir', str(tmp_path)))
+    root = tmp_path / 'empty-expression'
+    shutil.copytree(synthetic_data / 'ref-youtube-vos', root)
+    meta_file = root / 'meta_expressions' / 'valid' / 'meta_expressions.json'
+    meta = json.loads(meta_file.read_text())
+    video = sorted(set(meta['videos']) - set(read_meta(root, 'test')))[0]
+    meta['videos'][video]['expressions']['0']['exp'] = '  '
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=f'empty expression 0 of video {video}'):
+        inference_ytvos.main(script_args(inference_ytvos, '--ytvos_path', str(root), '--resume',
+                                         str(small_checkpoint), '--output_dir', str(tmp_path / 'out')))
+    other = tmp_path / 'other.pth'
+    torch.save({'model': {'backbone.0.body.conv1.weight': torch.zeros(1)}}, other)
+    with pytest.raises(RuntimeError, match='does not fit this model'):
+        inference_ytvos.main(ytvos_args(synthetic_data, other, tmp_path / 'out2'))
+
+
+def test_davis_inference_and_evaluation(synthetic_data, small_checkpoint, tmp_path):
+    root = synthetic_data / 'ref-davis'
+    output = tmp_path / 'davis'
+    inference_davis.main(script_args(inference_davis, '--davis_path', str(root), '--resume', str(small_checkpoint),
+                                     '--output_dir', str(output), '--ngpu', '1', '--clip_len', '3'))
+    meta = read_meta(root, 'valid')
+    for annotator in range(4):
+        for video, video_meta in meta.items():
+            frames = sorted((output / 'valid' / f'anno_{annotator}' / video).glob('*.png'))
+            assert [p.name for p in frames] == [f'{i:05d}.png' for i in range(len(video_meta['frames']))]
+            labels = Image.open(frames[0])
+            assert labels.mode == 'P' and labels.getpalette()[3:6] == [128, 0, 0]
+            assert np.array(labels).max() <= len(video_meta['expressions']) // 4
+    results = output / 'valid' / 'anno_0'
+    eval_davis.main(eval_davis.get_args_parser().parse_args(
+        ['--results_path', str(results), '--davis_path', str(root / 'DAVIS')]))
+    with open(results / 'global_results-val.csv') as f:
+        row = next(csv.DictReader(f))
+    assert set(row) == {'J&F-Mean', 'J-Mean', 'J-Recall', 'J-Decay', 'F-Mean', 'F-Recall', 'F-Decay'}
+    assert 0 <= float(row['J&F-Mean']) <= 1
+
+
+def test_davis_annotator_labels_compete_with_the_background():
+    first = torch.tensor([[[0.9, 0.4, 0.6, 0.05]]])
+    second = torch.tensor([[[0.8, 0.45, 0.7, 0.2]]])
+    labels = inference_davis.annotator_labels([first, second])
+    assert labels.tolist() == [[[1, 0, 2, 0]]]
+
+
+def demo_args(video, output, *flags):
+    return script_args(demo, '--video', str(video), '--output', str(output), *flags)
+
+
+@pytest.mark.parametrize('output_name', ['overlay.gif', 'overlay.mp4', 'frames'])
+def test_demo_on_a_video_file(synthetic_data, small_checkpoint, tmp_path, output_name):
+    video = sorted((synthetic_data / 'a2d_sentences' / 'Release' / 'clips320H').glob('*.mp4'))[0]
+    output = tmp_path / output_name
+    demo.main(demo_args(video, output, '--text', 'the red circle', '--resume', str(small_checkpoint),
+                        '--clip_len', '3'))
+    if output_name == 'frames':
+        frames = sorted(output.glob('*.png'))
+        assert len(frames) > 3 and Image.open(frames[0]).size == Image.open(frames[-1]).size
+    elif output_name.endswith('.gif'):
+        assert Image.open(output).n_frames > 3
+    else:
+        assert output.stat().st_size > 0
+
+
+def test_demo_on_a_folder_of_frames_keeps_their_names(synthetic_data, small_checkpoint, tmp_path):
+    frames = synthetic_data / 'ref-youtube-vos' / 'train' / 'JPEGImages'
+    video = sorted(frames.iterdir())[0]
+    demo.main(demo_args(video, tmp_path / 'out', '--text', 'a shape', '--resume', str(small_checkpoint)))
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == sorted(p.stem + '.png' for p in video.iterdir())
+
+
+def test_demo_bad_inputs(small_checkpoint, tmp_path):
+    broken = tmp_path / 'broken.mp4'
+    broken.write_bytes(b'not a video')
+    with pytest.raises(RuntimeError, match='cannot be decoded'):
+        demo.main(demo_args(broken, tmp_path / 'o.gif', '--text', 'a dog', '--resume', str(small_checkpoint)))
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        demo.main(demo_args(tmp_path / 'missing.mp4', tmp_path / 'o.gif', '--text', 'a dog',
+                            '--resume', str(small_checkpoint)))
+    with pytest.raises(SystemExit, match='--text is empty'):
+        demo.main(demo_args(broken, tmp_path / 'o.gif', '--text', ' ', '--resume', str(small_checkpoint)))
+
+
+@pytest.mark.parametrize('dataset_file', ['a2d', 'jhmdb'])
+def test_a2d_and_jhmdb_evaluation(synthetic_data, small_checkpoint, tmp_path, dataset_file):
+    args = script_args(train_main, '--dataset_file', dataset_file, '--eval', '--resume', str(small_checkpoint),
+                       '--a2d_path', str(synthetic_data / 'a2d_sentences'),
+                       '--jhmdb_path', str(synthetic_data / 'jhmdb_sentences'), '--num_frames', '3',
+                       '--batch_size', '2', '--num_workers', '0', '--output_dir', str(tmp_path))
+    metrics = train_main.main(args)
+    assert set(metrics) == {'mAP 0.5:0.95', 'AP 0.5', 'AP 0.75', 'AP 0.5:0.95 S', 'AP 0.5:0.95 M', 'AP 0.5:0.95 L',
+                            'P@0.5', 'P@0.6', 'P@0.7', 'P@0.8', 'P@0.9', 'overall_iou', 'mean_iou'}
+    assert 0 <= metrics['overall_iou'] <= 1 and 0 <= metrics['P@0.5'] <= 1
+
+
+def test_parse_args_reads_recipes_and_lets_the_command_line_override(tmp_path):
+    recipe = tmp_path / 'recipe.args'
+    recipe.write_text('# a comment\n--dataset_file a2d --batch_size 2\n--lr_drop 3 5\n')
+    args = parse_with_config(train_main.get_parser(), ['--config', str(recipe), '--batch_size', '4'])
+    assert (args.dataset_file, args.batch_size, args.lr_drop) == ('a2d', 4, [3, 5])
+    assert parse_args([]).lr_drop == [6, 8]
