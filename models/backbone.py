@@ -63,10 +63,35 @@ def load_resnet_weights(resnet: nn.Module, name: str, pretrained: str) -> None:
     logger.info('backbone %s: ImageNet weights from %s', name, pretrained or 'torchvision')
 
 
+def conv_frozen_bn(x: Tensor, conv: nn.Conv2d, bn: FrozenBatchNorm2d) -> Tensor:
+    """`bn(conv(x))` as one convolution: the frozen batch norm's scale folded into the weights
+    (in channels-last memory, like the feature maps), its shift as the bias."""
+    scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
+    shift = bn.bias - bn.running_mean * scale
+    weight = (conv.weight * scale[:, None, None, None]).contiguous(memory_format=torch.channels_last)
+    return F.conv2d(x, weight, shift, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def residual_block(block: nn.Module, x: Tensor) -> Tensor:
+    """A torchvision `Bottleneck` or `BasicBlock` with its frozen batch norms folded into the convolutions."""
+    convs = [(block.conv1, block.bn1), (block.conv2, block.bn2)]
+    if hasattr(block, 'conv3'):
+        convs.append((block.conv3, block.bn3))
+    out = x
+    for i, (conv, bn) in enumerate(convs):
+        out = conv_frozen_bn(out, conv, bn)
+        if i < len(convs) - 1:
+            out = F.relu(out, inplace=True)
+    identity = x if block.downsample is None else conv_frozen_bn(x, block.downsample[0], block.downsample[1])
+    return F.relu(out.add_(identity), inplace=True)
+
+
 class ResNetBody(nn.Module):
     """ResNet stages 1-4 of `[N, 3, H, W]` frames, each with its padding mask (strides 4, 8, 16, 32).
 
-    Stem and layer1 are always frozen; layer2-4 train when `train_backbone`.
+    Stem and layer1 are always frozen; layer2-4 train when `train_backbone`. The feature maps are
+    in channels-last memory (fast convolutions, and token sequences are views of them), with every
+    frozen batch norm folded into the convolution before it.
     """
 
     def __init__(self, name: str, train_backbone: bool, dilation: bool, pretrained):
@@ -86,8 +111,13 @@ class ResNetBody(nn.Module):
             resnet, return_layers={'layer1': '0', 'layer2': '1', 'layer3': '2', 'layer4': '3'})
 
     def forward(self, frames: NestedTensor) -> List[NestedTensor]:
+        body = self.body
+        x = frames.tensors.contiguous(memory_format=torch.channels_last)
+        x = body.maxpool(F.relu(conv_frozen_bn(x, body.conv1, body.bn1), inplace=True))
         outputs = []
-        for x in self.body(frames.tensors).values():
+        for stage in (body.layer1, body.layer2, body.layer3, body.layer4):
+            for block in stage:
+                x = residual_block(block, x)
             outputs.append(NestedTensor(x, downsample_mask(frames.mask, x.shape[-2:])))
         return outputs
 

@@ -101,9 +101,14 @@ class BIFIT(nn.Module):
         """captions -> resized word features `[L, B, C]` and their padding mask `[B, L]` (True on padding)."""
         if isinstance(captions, str) or not all(isinstance(c, str) for c in captions):
             raise TypeError('captions must be a list of strings, one per video')
-        tokenized = self.tokenizer(list(captions), padding='longest', return_tensors='pt').to(device)
+        tokenized = self.tokenizer(list(captions), padding='longest', return_tensors='pt').to(device, non_blocking=True)
+        attention_mask = tokenized['attention_mask']
+        if self.text_encoder.config._attn_implementation == 'sdpa':
+            # A ready 4-D mask: from the 2-D one transformers would test on the host whether any
+            # word is padding, which waits for the device.
+            attention_mask = attention_mask[:, None, None, :].bool()
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_text_encoder):
-            encoded = self.text_encoder(input_ids=tokenized['input_ids'], attention_mask=tokenized['attention_mask'])
+            encoded = self.text_encoder(input_ids=tokenized['input_ids'], attention_mask=attention_mask)
         words = self.resizer(encoded.last_hidden_state)
         return rearrange(words, 'b l c -> l b c'), tokenized['attention_mask'].ne(1)
 
@@ -126,20 +131,21 @@ class BIFIT(nn.Module):
         if not isinstance(samples, NestedTensor):
             samples = nested_tensor_from_videos_list(samples)
         b = len(captions)
+        device = samples.tensors.device
+        words, word_mask = self.encode_text(captions, device)
+        text_pos = self.text_pos(word_mask)
         features, pos = self.backbone(samples)
         frame_mask = rearrange(samples.mask, 'b t h w -> (b t) h w')
         t = frame_mask.shape[0] // b
 
         if 'valid_indices' in targets[0]:
             keep = torch.cat([i * t + target['valid_indices'].reshape(-1) for i, target in enumerate(targets)])
-            keep = keep.to(frame_mask.device)
+            keep = keep.to(device, non_blocking=True)
             features = [NestedTensor(f.tensors.index_select(0, keep), f.mask.index_select(0, keep)) for f in features]
             pos = [p.index_select(0, keep) for p in pos]
             frame_mask = frame_mask.index_select(0, keep)
             t = 1
 
-        words, word_mask = self.encode_text(captions, frame_mask.device)
-        text_pos = self.text_pos(word_mask)
         srcs, masks, poses = self.visual_levels(features, pos, frame_mask)
         srcs, fused_words = bidirectional_interaction(self.text_fusion_module, self.fusion_module, srcs, masks,
                                                       poses, words, word_mask, text_pos, t)
@@ -152,7 +158,7 @@ class BIFIT(nn.Module):
         logits, boxes = [], []
         for layer, output in enumerate(hs):
             reference = inverse_sigmoid(init_reference if layer == 0 else inter_references[layer - 1])
-            delta = self.bbox_embed[layer](output)
+            delta = self.bbox_embed[layer](output).float()
             if reference.shape[-1] == 4:
                 box = delta + reference
             else:
@@ -162,7 +168,8 @@ class BIFIT(nn.Module):
 
         mask_features = self.pixel_decoder(features, pos, memory, words, word_mask, text_pos, num_frames=t)
         mask_features = rearrange(mask_features, '(b t) c h w -> b t c h w', b=b)
-        frame_sizes = torch.stack([torch.as_tensor(target['size']) for target in targets]).to(mask_features)
+        frame_sizes = torch.stack([torch.as_tensor(target['size']) for target in targets])
+        frame_sizes = frame_sizes.to(device, torch.float32, non_blocking=True)
         scale = frame_sizes.flip(-1)[:, None, None, :]
         masks_per_layer = []
         for layer, output in enumerate(hs):

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from .inter_frame import InterFrameInteraction
 from .layers import clones, post_norm_ffn
 from .ops import MSDeformAttn
+from .ops.ms_deform_attn import Shapes
 
 
 def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
@@ -31,8 +32,9 @@ class DeformableTransformerEncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
 
     def forward(self, src: Tensor, pos: Tensor, reference_points: Tensor, spatial_shapes: Tensor,
-                level_start_index: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
-        attended = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask)
+                level_start_index: Tensor, padding_mask: Optional[Tensor], shapes: Shapes) -> Tensor:
+        attended = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask,
+                                  shapes)
         src = self.norm1(src + self.dropout1(attended))
         return post_norm_ffn(src, self.linear1, self.linear2, self.dropout3, self.dropout4, self.norm2)
 
@@ -56,11 +58,11 @@ class DeformableTransformerEncoder(nn.Module):
         reference_points = torch.cat(reference_points, 1)
         return reference_points[:, :, None] * valid_ratios[:, None]
 
-    def forward(self, src: Tensor, spatial_shapes: Tensor, shapes: List[Tuple[int, int]],
+    def forward(self, src: Tensor, spatial_shapes: Tensor, shapes: Shapes,
                 level_start_index: Tensor, valid_ratios: Tensor, pos: Tensor, padding_mask: Tensor) -> Tensor:
         reference_points = self.get_reference_points(shapes, valid_ratios)
         for layer in self.layers:
-            src = layer(src, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
+            src = layer(src, pos, reference_points, spatial_shapes, level_start_index, padding_mask, shapes)
         return src
 
 
@@ -81,14 +83,14 @@ class DeformableTransformerDecoderLayer(nn.Module):
         self.dropout4 = nn.Dropout(dropout)
         self.norm3 = nn.LayerNorm(d_model)
 
-    def forward(self, tgt: Tensor, query_pos: Tensor, reference_points: Tensor, src: Tensor,
-                spatial_shapes: Tensor, level_start_index: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
+    def forward(self, tgt: Tensor, query_pos: Tensor, reference_points: Tensor, src: Tensor, spatial_shapes: Tensor,
+                level_start_index: Tensor, padding_mask: Optional[Tensor], shapes: Shapes) -> Tensor:
         """tgt, query_pos `[N, Q, C]`; reference_points `[N, Q, L, 2 or 4]`; src `[N, S, C]` -> `[N, Q, C]`."""
         q = k = rearrange(tgt + query_pos, 'n q c -> q n c')
         attended = self.self_attn(q, k, rearrange(tgt, 'n q c -> q n c'), need_weights=False)[0]
         tgt = self.norm2(tgt + self.dropout2(rearrange(attended, 'q n c -> n q c')))
         attended = self.cross_attn(tgt + query_pos, reference_points, src, spatial_shapes, level_start_index,
-                                   padding_mask)
+                                   padding_mask, shapes)
         tgt = self.norm1(tgt + self.dropout1(attended))
         return post_norm_ffn(tgt, self.linear1, self.linear2, self.dropout3, self.dropout4, self.norm3)
 
@@ -106,7 +108,7 @@ class DeformableTransformerDecoder(nn.Module):
 
     def forward(self, tgt: Tensor, reference_points: Tensor, src: Tensor, spatial_shapes: Tensor,
                 level_start_index: Tensor, valid_ratios: Tensor, query_pos: Tensor,
-                padding_mask: Tensor, num_frames: int) -> Tuple[Tensor, Tensor]:
+                padding_mask: Tensor, num_frames: int, shapes: Shapes) -> Tuple[Tensor, Tensor]:
         """tgt, query_pos `[(B T), Q, C]`, reference_points `[(B T), Q, 2]` ->
         every layer's output `[layers, (B T), Q, C]` and reference points `[layers, (B T), Q, 2 or 4]`."""
         output = tgt
@@ -116,10 +118,11 @@ class DeformableTransformerDecoder(nn.Module):
                 reference_input = reference_points[:, :, None] * torch.cat([valid_ratios, valid_ratios], -1)[:, None]
             else:
                 reference_input = reference_points[:, :, None] * valid_ratios[:, None]
-            output = layer(output, query_pos, reference_input, src, spatial_shapes, level_start_index, padding_mask)
+            output = layer(output, query_pos, reference_input, src, spatial_shapes, level_start_index, padding_mask,
+                           shapes)
             output = self.query_encoder_layers(output, num_frames)
             if self.bbox_embed is not None:
-                delta = self.bbox_embed[layer_index](output)
+                delta = self.bbox_embed[layer_index](output).float()
                 if reference_points.shape[-1] == 4:
                     reference_points = (delta + inverse_sigmoid(reference_points)).sigmoid()
                 else:
@@ -179,7 +182,8 @@ class DeformableTransformer(nn.Module):
         mask_flatten = torch.cat([rearrange(mask, 'n h w -> n (h w)') for mask in masks], 1)
         pos_flatten = torch.cat([rearrange(pos, 'n c h w -> n (h w) c') + self.level_embed[level]
                                  for level, pos in enumerate(pos_embeds)], 1)
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=src_flatten.device)
+        # Copied to the device without waiting for it; the Python `shapes` serve every host-side use.
+        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long).to(src_flatten.device, non_blocking=True)
         level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
         valid_ratios = torch.stack([self.get_valid_ratio(m) for m in masks], 1)
 
@@ -187,9 +191,10 @@ class DeformableTransformer(nn.Module):
                               pos_flatten, mask_flatten)
 
         query_pos = query_embed.unsqueeze(0).expand(tgt.shape[0], -1, -1)
-        init_reference = self.reference_points(query_pos).sigmoid()
+        # Reference points and box refinements stay float32 under autocast: they place the samples.
+        init_reference = self.reference_points(query_pos).float().sigmoid()
         hs, inter_references = self.decoder(tgt, init_reference, memory, spatial_shapes, level_start_index,
-                                            valid_ratios, query_pos, mask_flatten, num_frames)
+                                            valid_ratios, query_pos, mask_flatten, num_frames, shapes)
 
         level_memory = memory.split([h * w for h, w in shapes], dim=1)
         memory_maps = [rearrange(level_memory[level], 'n (h w) c -> n c h w', h=h, w=w)

@@ -1,8 +1,15 @@
 """Small building blocks shared by the transformer parts and the heads."""
 import copy
+from typing import Callable, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+# Without autograd, the feed-forward block runs over chunks of tokens whose hidden activations
+# hold at most this many elements (16 MB in float32) instead of materialising them for all tokens
+# at once: less memory, and buffers small enough for the allocator to reuse rather than map anew.
+FFN_CHUNK_ELEMENTS = 2 ** 22
 
 
 class MLP(nn.Module):
@@ -25,7 +32,29 @@ def clones(module: nn.Module, n: int) -> nn.ModuleList:
     return nn.ModuleList(copy.deepcopy(module) for _ in range(n))
 
 
+def apply_in_chunks(function: Callable[..., Tensor], tensors: Sequence[Tensor], rows: int) -> Tensor:
+    """`function(*tensors)` for a function that treats the rows (dim 0) independently, computed over
+    chunks of `rows` rows and written into one output tensor."""
+    total = tensors[0].shape[0]
+    output = None
+    for start in range(0, total, rows):
+        result = function(*(tensor[start:start + rows] for tensor in tensors))
+        if output is None:
+            output = result.new_empty((total,) + result.shape[1:])
+        output[start:start + rows] = result
+    return output
+
+
 def post_norm_ffn(x: Tensor, linear1: nn.Linear, linear2: nn.Linear, dropout: nn.Module,
                   residual_dropout: nn.Module, norm: nn.LayerNorm) -> Tensor:
-    """`norm(x + residual_dropout(linear2(dropout(relu(linear1(x))))))`."""
-    return norm(x + residual_dropout(linear2(dropout(F.relu(linear1(x))))))
+    """`norm(x + residual_dropout(linear2(dropout(relu(linear1(x))))))` of tokens `[..., C]`.
+
+    Without autograd it runs over chunks of tokens (`FFN_CHUNK_ELEMENTS`).
+    """
+    def ffn(tokens: Tensor) -> Tensor:
+        return norm(tokens + residual_dropout(linear2(dropout(F.relu(linear1(tokens), inplace=True)))))
+
+    if torch.is_grad_enabled():
+        return ffn(x)
+    rows = max(1, FFN_CHUNK_ELEMENTS // linear1.out_features)
+    return apply_in_chunks(ffn, [x.reshape(-1, x.shape[-1])], rows).view(x.shape)

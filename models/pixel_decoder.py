@@ -1,12 +1,17 @@
 """Cross-modal FPN pixel decoder: the mask features, with the words attended at every scale."""
 from typing import List
 
+import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
 from util.misc import NestedTensor
-from .layers import post_norm_ffn
+from .layers import apply_in_chunks, post_norm_ffn
+
+# Without autograd, the token-wise layers of a vision-language block run over chunks of tokens of
+# at most this many elements (16 MB in float32).
+TOKEN_CHUNK_ELEMENTS = 2 ** 22
 
 
 class ConvNorm(nn.Conv2d):
@@ -25,7 +30,7 @@ class ConvNorm(nn.Conv2d):
         x = super().forward(x)
         if self.norm is not None:
             x = self.norm(x)
-        return F.relu(x) if self.relu else x
+        return F.relu(x, inplace=True) if self.relu else x
 
 
 class VisionLanguageBlock(nn.Module):
@@ -51,8 +56,8 @@ class VisionLanguageBlock(nn.Module):
 
     def self_attention(self, x: Tensor, query_pos: Tensor, padding_mask: Tensor, t: int, h: int, w: int) -> Tensor:
         """x, query_pos `[(T h w), B, C]`, padding_mask `[B, (T h w)]` -> `[(T h w), B, C]`."""
-        qk = x + query_pos
         if self.sr_ratio == 1:
+            qk = x + query_pos
             return self.self_attn(qk, qk, x, key_padding_mask=padding_mask, need_weights=False)[0]
         size = (int(h / self.sr_ratio), int(w / self.sr_ratio))
 
@@ -63,21 +68,35 @@ class VisionLanguageBlock(nn.Module):
         mask = rearrange(padding_mask, 'b (t h w) -> (b t) h w', t=t, h=h, w=w)
         mask = F.interpolate(mask[None].float(), size=size, mode='nearest').bool()[0]
         mask = rearrange(mask, '(b t) h w -> b (t h w)', t=t)
-        qk = reduce(qk)
-        attended = self.self_attn(qk, qk, reduce(x), key_padding_mask=mask, need_weights=False)[0]
+        # Nearest downsampling selects tokens, so it commutes with adding the position embedding.
+        reduced = reduce(x)
+        qk = reduced + reduce(query_pos)
+        attended = self.self_attn(qk, qk, reduced, key_padding_mask=mask, need_weights=False)[0]
         attended = rearrange(attended, '(t h w) b c -> (b t) c h w', t=t, h=size[0], w=size[1])
         attended = F.interpolate(attended, size=(h, w), mode='bilinear', align_corners=False)
         return rearrange(attended, '(b t) c h w -> (t h w) b c', t=t)
 
-    def forward(self, tgt: Tensor, memory: Tensor, t: int, h: int, w: int, tgt_key_padding_mask: Tensor,
-                memory_key_padding_mask: Tensor, pos: Tensor, query_pos: Tensor) -> Tensor:
-        """tgt, query_pos `[(T h w), B, C]`; memory (words), pos `[L, B, C]` -> `[(T h w), B, C]`."""
-        attended = self.self_attention(tgt, query_pos, tgt_key_padding_mask, t, h, w)
+    def token_layers(self, tgt: Tensor, attended: Tensor, query_pos: Tensor, memory: Tensor, pos: Tensor,
+                     memory_key_padding_mask: Tensor) -> Tensor:
+        """What follows the self-attention, token by token: add & norm, cross-attention to the words,
+        add & norm, feed-forward. tgt, attended, query_pos `[n, B, C]` -> `[n, B, C]`."""
         tgt = self.norm1(tgt + self.dropout1(attended))
         attended = self.multihead_attn(query=tgt + query_pos, key=memory + pos, value=memory,
                                        key_padding_mask=memory_key_padding_mask, need_weights=False)[0]
         tgt = self.norm2(tgt + self.dropout2(attended))
         return post_norm_ffn(tgt, self.linear1, self.linear2, self.dropout, self.dropout3, self.norm3)
+
+    def forward(self, tgt: Tensor, memory: Tensor, t: int, h: int, w: int, tgt_key_padding_mask: Tensor,
+                memory_key_padding_mask: Tensor, pos: Tensor, query_pos: Tensor) -> Tensor:
+        """tgt, query_pos `[(T h w), B, C]`; memory (words), pos `[L, B, C]` -> `[(T h w), B, C]`.
+
+        Without autograd, the token-wise layers run over chunks of `TOKEN_CHUNK_ELEMENTS`."""
+        attended = self.self_attention(tgt, query_pos, tgt_key_padding_mask, t, h, w)
+        if torch.is_grad_enabled():
+            return self.token_layers(tgt, attended, query_pos, memory, pos, memory_key_padding_mask)
+        rows = max(1, TOKEN_CHUNK_ELEMENTS // tgt[0].numel())
+        return apply_in_chunks(lambda *chunks: self.token_layers(*chunks, memory, pos, memory_key_padding_mask),
+                               [tgt, attended, query_pos], rows)
 
 
 class CrossModalFPNDecoder(nn.Module):
@@ -121,6 +140,6 @@ class CrossModalFPNDecoder(nn.Module):
                 query_pos=rearrange(pos[stage - 1], '(b t) c h w -> (t h w) b c', t=num_frames))
             x = rearrange(x, '(t h w) b c -> (b t) c h w', t=num_frames, h=h, w=w)
             if y is not None:
-                x = x + F.interpolate(y, size=(h, w), mode='nearest')
+                x = x.add_(F.interpolate(y, size=(h, w), mode='nearest'))
             y = getattr(self, f'layer_{stage}')(x)
         return self.mask_features(y)

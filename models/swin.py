@@ -147,8 +147,10 @@ def swin_stages(size: SwinSize, window_size: List[int], drop_path_rate: float,
 
 
 def with_masks(maps: Iterable[Tensor], mask: Tensor) -> List[NestedTensor]:
-    """Feature maps `[N, C_l, h_l, w_l]` with the padding mask `[N, H, W]` resized (nearest) to each."""
-    return [NestedTensor(x.contiguous(), downsample_mask(mask, x.shape[-2:])) for x in maps]
+    """Feature maps `[N, C_l, h_l, w_l]` (in channels-last memory, like the ResNet's: a view of the
+    stages' `[..., h, w, C]` output) with the padding mask `[N, H, W]` resized (nearest) to each."""
+    return [NestedTensor(x.contiguous(memory_format=torch.channels_last), downsample_mask(mask, x.shape[-2:]))
+            for x in maps]
 
 
 def authors_to_torchvision_keys(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:

@@ -1,0 +1,317 @@
+"""Speed and memory of BIFIT's forward pass and training step, against the straightforward formulation.
+
+    python tools/benchmark.py                                  # default model, 5 frames 360x640, CPU, 2 threads
+    python tools/benchmark.py --frames 24 --formulations fast --skip_training
+    python tools/benchmark.py --device cuda --amp
+
+The model: any options of opts.py (default `--with_box_refine --binary --freeze_text_encoder`,
+ResNet-50 with random weights); the text encoder, unless `--text_encoder` is given, is a
+RoBERTa-base-sized model with random weights and the tokenizer of `../shared/reference/tiny_roberta`.
+Random weights everywhere, with random (rather than zero) sampling-offset and attention-weight
+projections so that every query of the deformable attention samples its own locations.
+
+For each formulation (`fast`: the model as it is; `reference`: the same weights run in the
+straightforward formulation of `tools/reference_formulation.py`) it measures the eval-mode forward
+pass on one clip (no_grad; min and median of `--repeats` runs after a warm-up; the runs of the two
+formulations are interleaved so that both see the same machine load), the peak memory of the
+warm-up pass (CPU: the largest increase of the resident set size over its value before the pass,
+via VmHWM; CUDA: `torch.cuda.max_memory_allocated` over the allocation before the pass), and the
+training step (forward, loss, backward; the clip padded to a multiple of 32 as the training
+loader does; peak memory of a warm-up step, then the min of `--train_repeats` steps). The
+outputs of the two warm-up passes must agree within the tolerances of the reference fixture
+(logits, boxes, reference points 1e-4; mask logits 1e-4 of their largest magnitude): the exit
+status is 1 when they do not. The load average before and after is printed: the machine may be
+shared, so compare timings from one run.
+"""
+import argparse
+import contextlib
+import ctypes
+import gc
+import os
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine import autocast, to_float32  # noqa: E402
+from models import build_model  # noqa: E402
+from models.ops import MSDeformAttn  # noqa: E402
+from opts import get_args_parser  # noqa: E402
+from tools.reference_formulation import reference_formulation  # noqa: E402
+from util.misc import nested_tensor_from_videos_list  # noqa: E402
+
+TINY_ROBERTA = ROOT.parent / 'shared' / 'reference' / 'tiny_roberta'
+TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'vocab.json', 'merges.txt')
+CAPTION = 'a man in a red shirt riding a bike on the left side of the road'
+FORMULATIONS = ('fast', 'reference')
+ATOL = 1e-4
+
+
+def get_benchmark_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser('BIFIT benchmark', parents=[get_args_parser()])
+    group = parser.add_argument_group('benchmark')
+    group.add_argument('--frames', default=5, type=int, help='frames per clip')
+    group.add_argument('--height', default=360, type=int)
+    group.add_argument('--width', default=640, type=int)
+    group.add_argument('--threads', default=2, type=int, help='torch.set_num_threads (CPU)')
+    group.add_argument('--repeats', default=3, type=int, help='timed forward passes per formulation')
+    group.add_argument('--train_repeats', default=1, type=int, help='timed training steps per formulation')
+    group.add_argument('--skip_training', action='store_true', help='time the forward pass only')
+    group.add_argument('--formulations', default=list(FORMULATIONS), nargs='+', choices=FORMULATIONS)
+    group.add_argument('--benchmark_seed', default=0, type=int, help='seed of the weights and the clip')
+    parser.set_defaults(with_box_refine=True, binary=True, freeze_text_encoder=True, backbone_pretrained='none',
+                        text_encoder=None, device='cpu')
+    return parser
+
+
+def roberta_base_sized_text_encoder(directory: Path) -> str:
+    """A directory with a RoBERTa-base config (random weights) and the tiny RoBERTa's tokenizer."""
+    from transformers import RobertaConfig
+    if not TINY_ROBERTA.is_dir():
+        raise SystemExit(f'{TINY_ROBERTA} not found: pass --text_encoder DIR (a RoBERTa config and tokenizer)')
+    for name in TOKENIZER_FILES:
+        (directory / name).write_bytes((TINY_ROBERTA / name).read_bytes())
+    RobertaConfig(max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5).save_pretrained(directory)
+    return str(directory)
+
+
+def build(args) -> tuple:
+    """The model (eval mode, on the device, seeded random weights) and its criterion."""
+    torch.manual_seed(args.benchmark_seed)
+    model, criterion, _ = build_model(args)
+    for module in model.modules():
+        if isinstance(module, MSDeformAttn):
+            nn.init.normal_(module.sampling_offsets.weight, std=0.01)
+            nn.init.normal_(module.attention_weights.weight, std=0.01)
+    return model.to(args.device).eval(), criterion.to(args.device)
+
+
+def synthetic_clip(args) -> tuple:
+    """A random normalised clip `[T, 3, H, W]` and its training target (a box-shaped mask moving right)."""
+    generator = torch.Generator().manual_seed(args.benchmark_seed)
+    t, h, w = args.frames, args.height, args.width
+    video = torch.randn(t, 3, h, w, generator=generator)
+    masks = torch.zeros(t, h, w)
+    boxes = torch.zeros(t, 4)
+    for i in range(t):
+        x0, y0 = int(w * (0.2 + 0.4 * i / max(t - 1, 1))), h // 4
+        masks[i, y0:y0 + h // 2, x0:x0 + w // 4] = 1
+        boxes[i] = torch.tensor([(x0 + w / 8) / w, 0.5, 0.25, 0.5])
+    target = {'size': torch.tensor([h, w]), 'labels': torch.zeros(t, dtype=torch.long), 'boxes': boxes,
+              'masks': masks, 'valid': torch.ones(t, dtype=torch.long)}
+    return video, target
+
+
+class PeakMemory:
+    """Peak memory increase (bytes) inside the `with` block, over the usage when it was entered.
+
+    CUDA: `torch.cuda.max_memory_allocated`. CPU: the resident set size; freed heap memory is first
+    returned to the system (`malloc_trim`) so that the block cannot reuse it unseen, and the peak
+    (VmHWM) is reset through /proc/self/clear_refs, or, where that is not allowed, RSS is sampled.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.increase = 0
+        self._sampling = False
+        self._sampled_peak = 0
+
+    @staticmethod
+    def _status_kb(field: str) -> int:
+        with open('/proc/self/status') as status:
+            return int(re.search(rf'^{field}:\s+(\d+) kB', status.read(), re.MULTILINE).group(1))
+
+    def _sample(self) -> None:
+        while self._sampling:
+            self._sampled_peak = max(self._sampled_peak, self._status_kb('VmRSS'))
+            time.sleep(0.001)
+
+    def __enter__(self) -> 'PeakMemory':
+        gc.collect()
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+            return self
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL('libc.so.6').malloc_trim(0)
+        self._start = self._status_kb('VmRSS')
+        try:
+            with open('/proc/self/clear_refs', 'w') as clear_refs:
+                clear_refs.write('5')
+            self._sampler = None
+        except OSError:
+            self._sampling, self._sampled_peak = True, self._start
+            self._sampler = threading.Thread(target=self._sample, daemon=True)
+            self._sampler.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            self.increase = torch.cuda.max_memory_allocated(self.device) - self._start
+        elif self._sampler is None:
+            self.increase = (self._status_kb('VmHWM') - self._start) * 1024
+        else:
+            self._sampling = False
+            self._sampler.join()
+            self.increase = (self._sampled_peak - self._start) * 1024
+
+
+def timed(run: Callable[[], object], device: torch.device) -> float:
+    """Wall-clock seconds of `run()`, synchronising CUDA before and after."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    run()
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+class Formulation:
+    """Runs the model in one formulation: forward passes and training steps."""
+
+    def __init__(self, name: str, model: nn.Module, criterion: nn.Module, video: torch.Tensor, target: Dict, args):
+        self.name = name
+        self.model = model
+        self.criterion = criterion
+        self.args = args
+        self.device = torch.device(args.device)
+        self.video = video.to(self.device)
+        self.eval_targets = [{'size': target['size'].to(self.device)}]
+        self.train_samples = nested_tensor_from_videos_list([self.video], size_divisibility=32)
+        self.train_targets = [{k: v.to(self.device) for k, v in target.items()}]
+        self.forward_times: List[float] = []
+        self.train_times: List[float] = []
+        self.forward_memory = 0
+        self.train_memory = 0
+
+    def context(self):
+        return reference_formulation(self.model) if self.name == 'reference' else contextlib.nullcontext()
+
+    def forward(self) -> Dict:
+        self.model.eval()
+        with self.context(), torch.no_grad(), autocast(self.device, self.args.amp):
+            return self.model([self.video], [CAPTION], self.eval_targets)
+
+    def train_step(self) -> None:
+        self.model.train()
+        self.model.zero_grad(set_to_none=True)
+        with self.context():
+            with autocast(self.device, self.args.amp):
+                outputs = self.model(self.train_samples, [CAPTION], self.train_targets)
+            losses = self.criterion(to_float32(outputs), self.train_targets)
+            total = sum(losses[k] * self.criterion.weight_dict[k] for k in losses)
+            total.backward()
+        self.model.zero_grad(set_to_none=True)
+
+    def first_forward(self) -> Dict:
+        """The first (warm-up) forward pass: its outputs, and its peak memory recorded."""
+        with PeakMemory(self.device) as peak:
+            outputs = self.forward()
+        self.forward_memory = peak.increase
+        return outputs
+
+    def measure_train_memory(self) -> None:
+        """A warm-up training step, its peak memory recorded."""
+        with PeakMemory(self.device) as peak:
+            self.train_step()
+        self.train_memory = peak.increase
+
+
+def output_differences(ours: Dict, reference: Dict) -> Dict[str, tuple]:
+    """name -> (max |difference|, tolerance) for every output tensor, auxiliary layers included."""
+    pairs = [(key, ours[key], reference[key]) for key in ('pred_logits', 'pred_boxes', 'pred_masks', 'reference_points')
+             if key in reference]
+    for i, (layer_ours, layer_reference) in enumerate(zip(ours.get('aux_outputs', []),
+                                                          reference.get('aux_outputs', []))):
+        pairs += [(f'aux_outputs[{i}].{key}', layer_ours[key], layer_reference[key]) for key in layer_reference]
+    differences = {}
+    for name, a, b in pairs:
+        a, b = a.float(), b.float()
+        tolerance = ATOL * b.abs().max().item() if 'mask' in name else ATOL
+        differences[name] = ((a - b).abs().max().item(), tolerance)
+    return differences
+
+
+def format_row(label: str, values: List[str], ratio: str = '') -> str:
+    return f'{label:<34}' + ''.join(f'{v:>14}' for v in values) + f'{ratio:>12}'
+
+
+def report(runs: List[Formulation], args, differences: Optional[Dict[str, tuple]], loads: tuple) -> None:
+    device = torch.device(args.device)
+    where = f'{device.type}, {args.threads} threads' if device.type == 'cpu' else torch.cuda.get_device_name(device)
+    precision = 'bfloat16 autocast' if args.amp and device.type == 'cuda' else 'float32'
+    print(f'\nBIFIT {args.backbone}, {args.frames} frames {args.height}x{args.width}, one clip, {where}, {precision}; '
+          f'load average {loads[0]:.2f} before, {loads[1]:.2f} after')
+    print(format_row('', [run.name for run in runs], 'speed-up' if len(runs) == 2 else ''))
+
+    def speedup(values: List[float]) -> str:
+        return f'{values[1] / values[0]:.2f}x' if len(values) == 2 and values[0] > 0 else ''
+
+    forward_min = [min(run.forward_times) for run in runs]
+    forward_median = [statistics.median(run.forward_times) for run in runs]
+    print(format_row('forward ms/clip (min)', [f'{1e3 * v:,.0f}' for v in forward_min], speedup(forward_min)))
+    print(format_row('forward ms/clip (median)', [f'{1e3 * v:,.0f}' for v in forward_median], speedup(forward_median)))
+    print(format_row('forward frames/s', [f'{args.frames / v:.2f}' for v in forward_min]))
+    print(format_row('forward peak memory increase MB', [f'{run.forward_memory / 2 ** 20:,.0f}' for run in runs]))
+    if not args.skip_training:
+        train_min = [min(run.train_times) for run in runs]
+        print(format_row('train step ms (min)', [f'{1e3 * v:,.0f}' for v in train_min], speedup(train_min)))
+        print(format_row('train step peak memory increase MB', [f'{run.train_memory / 2 ** 20:,.0f}' for run in runs]))
+    if differences is not None:
+        worst = max(differences, key=lambda k: differences[k][0] / differences[k][1])
+        verdict = 'agree' if all(d <= t for d, t in differences.values()) else 'DISAGREE'
+        print(f'outputs {verdict}: largest difference relative to its tolerance in {worst}: '
+              f'{differences[worst][0]:.2e} (tolerance {differences[worst][1]:.2e})')
+        for name in ('pred_logits', 'pred_boxes', 'pred_masks', 'reference_points'):
+            if name in differences:
+                difference, tolerance = differences[name]
+                print(f'  {name:<18} max |fast - reference| {difference:.2e} (tolerance {tolerance:.2e})')
+
+
+def main(argv=None) -> int:
+    args = get_benchmark_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    loads = [os.getloadavg()[0]]
+    with tempfile.TemporaryDirectory() as directory:
+        if args.text_encoder is None:
+            args.text_encoder = roberta_base_sized_text_encoder(Path(directory))
+        model, criterion = build(args)
+    video, target = synthetic_clip(args)
+    runs = [Formulation(name, model, criterion, video, target, args) for name in args.formulations]
+
+    first_outputs = {run.name: run.first_forward() for run in runs}
+    differences = None
+    if len(runs) == 2:
+        differences = output_differences(first_outputs['fast'], first_outputs['reference'])
+    del first_outputs
+    for _ in range(args.repeats):
+        for run in runs:
+            run.forward_times.append(timed(run.forward, run.device))
+    if not args.skip_training:
+        for run in runs:
+            run.measure_train_memory()
+        for _ in range(args.train_repeats):
+            for run in runs:
+                run.train_times.append(timed(run.train_step, run.device))
+    loads.append(os.getloadavg()[0])
+    report(runs, args, differences, tuple(loads))
+    if differences is not None and not all(d <= t for d, t in differences.values()):
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
