@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 QS=${QUICKSTART_DIR:-quickstart}
-EPOCHS=${EPOCHS:-1}
+EPOCHS=${EPOCHS:-2}
 export OMP_NUM_THREADS=1
 step() { printf '\n=== %s ===\n' "$*"; }
 
