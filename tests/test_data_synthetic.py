@@ -13,6 +13,7 @@ from PIL import Image
 
 from datasets.a2d import h5_instance_ids, h5_instance_mask
 from datasets.jhmdb import read_part_masks
+from tests.conftest import generate_synthetic
 from tools import make_synthetic_data
 from tools.convert_davis_to_ytvos import convert as convert_davis
 
@@ -21,13 +22,7 @@ WORDS = re.compile(r'[a-z]+')
 
 @pytest.fixture(scope='module')
 def synthetic(tmp_path_factory) -> Path:
-    return generate(tmp_path_factory.mktemp('synthetic'), '--refshapes_train', '4', '--refshapes_valid', '2')
-
-
-def generate(out: Path, *flags: str) -> Path:
-    args = make_synthetic_data.get_parser().parse_args(['--out', str(out), *flags])
-    make_synthetic_data.make(out, args.benchmarks, args)
-    return out
+    return generate_synthetic(tmp_path_factory.mktemp('synthetic'), '--refshapes_train', '4', '--refshapes_valid', '2')
 
 
 def read_json(path: Path):
@@ -66,18 +61,18 @@ def test_refshapes_masks_are_the_rendered_shapes(synthetic):
 
 def test_generation_is_deterministic_and_protects_other_folders(tmp_path):
     flags = ('--benchmarks', 'refshapes', '--refshapes_train', '2', '--refshapes_valid', '1')
-    first, again = generate(tmp_path / 'a', *flags), generate(tmp_path / 'b', *flags)
-    other = generate(tmp_path / 'c', *flags, '--seed', '1')
+    first, again = generate_synthetic(tmp_path / 'a', *flags), generate_synthetic(tmp_path / 'b', *flags)
+    other = generate_synthetic(tmp_path / 'c', *flags, '--seed', '1')
     files = sorted(p.relative_to(first) for p in first.rglob('*') if p.is_file())
     assert files == sorted(p.relative_to(again) for p in again.rglob('*') if p.is_file())
     assert all((first / f).read_bytes() == (again / f).read_bytes() for f in files)
     name = Path('ref-shapes/meta_expressions/train/meta_expressions.json')
     assert (first / name).read_bytes() != (other / name).read_bytes()
-    generate(tmp_path / 'a', *flags)   # its own output: regenerated
+    generate_synthetic(tmp_path / 'a', *flags)   # its own output: regenerated
     (tmp_path / 'real' / 'ref-shapes').mkdir(parents=True)
     (tmp_path / 'real' / 'ref-shapes' / 'precious.txt').write_text('not synthetic')
     with pytest.raises(FileExistsError, match='not made by this tool'):
-        generate(tmp_path / 'real', *flags)
+        generate_synthetic(tmp_path / 'real', *flags)
 
 
 def test_ytvos_release_layout(synthetic):

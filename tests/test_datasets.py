@@ -19,6 +19,7 @@ from datasets.clip_dataset import ClipDataset
 from datasets.targets import clip_target, mask_boxes
 from datasets.transforms_video import IMAGENET_MEAN, IMAGENET_STD, make_video_transforms
 from opts import get_args_parser
+from tests.conftest import generate_synthetic
 from tools import make_synthetic_data
 from util.box_ops import box_cxcywh_to_xyxy
 
@@ -27,11 +28,7 @@ KEYS = {'frames_idx', 'caption', 'orig_size', 'size', 'labels', 'boxes', 'masks'
 
 @pytest.fixture(scope='module')
 def synthetic(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp('synthetic')
-    args = make_synthetic_data.get_parser().parse_args(
-        ['--out', str(out), '--refshapes_train', '3', '--refshapes_valid', '2'])
-    make_synthetic_data.make(out, args.benchmarks, args)
-    return out
+    return generate_synthetic(tmp_path_factory.mktemp('synthetic'), '--refshapes_train', '3', '--refshapes_valid', '2')
 
 
 def data_args(root: Path, dataset_file: str, *flags: str) -> argparse.Namespace:
