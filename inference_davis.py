@@ -8,7 +8,6 @@ and the objects compete by argmax against a constant background; palette PNGs fo
 Writes `<output_dir>/valid/anno_<a>/<video>/<frame:05d>.png`; a re-run skips finished videos.
 """
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 import opts
+from datasets.files import read_json
 from engine import mask_probabilities, predict_clip, select_query
 from util.inference_workers import atomic_folder, run_sharded, split_evenly
 from util.logger import setup_logging
@@ -40,11 +40,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def read_videos(args) -> Dict:
     path = Path(args.davis_path) / 'meta_expressions' / args.split / 'meta_expressions.json'
-    if not path.is_file():
-        raise FileNotFoundError(f'missing meta file {path}: run tools/convert_davis_to_ytvos.py first '
-                                f'(expected <davis_path>/meta_expressions/valid/meta_expressions.json, see data.md)')
-    with open(path) as f:
-        videos = json.load(f)['videos']
+    videos = read_json(path, 'meta file', 'run tools/convert_davis_to_ytvos.py first, see data.md')['videos']
     for video, meta in videos.items():
         if len(meta['expressions']) % NUM_ANNOTATORS:
             raise ValueError(f'{path}: video {video} has {len(meta["expressions"])} expressions, not 4 per object '

@@ -8,7 +8,6 @@ Writes `<output_dir>/<split>/<video>/<exp_id>/<frame>.png` (0/255) and `<output_
 (the same folders under `Annotations/`). A re-run skips the expressions already written.
 """
 import argparse
-import json
 import logging
 import os
 import time
@@ -21,6 +20,7 @@ import torch
 from PIL import Image
 
 import opts
+from datasets.files import read_json
 from engine import mask_probabilities, predict_clip, select_query
 from util.box_ops import box_cxcywh_to_xyxy
 from util.inference_workers import atomic_folder, run_sharded, split_evenly
@@ -50,11 +50,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def read_meta(path: Path) -> Dict:
-    if not path.is_file():
-        raise FileNotFoundError(f'missing meta file {path}: expected the Ref-YouTube-VOS layout '
-                                f'<ytvos_path>/meta_expressions/<split>/meta_expressions.json (see data.md)')
-    with open(path) as f:
-        return json.load(f)['videos']
+    return read_json(path, 'meta file', 'the Ref-YouTube-VOS layout '
+                     '<ytvos_path>/meta_expressions/<split>/meta_expressions.json, see data.md')['videos']
 
 
 def expressions_to_segment(args) -> List[Expression]:

@@ -7,6 +7,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from util.misc import NestedTensor
+from .backbone import downsample_mask
 from .layers import apply_in_chunks, post_norm_ffn
 
 # Without autograd, the token-wise layers of a vision-language block run over chunks of tokens of
@@ -66,7 +67,7 @@ class VisionLanguageBlock(nn.Module):
             return rearrange(F.interpolate(maps, size=size, mode='nearest'), '(b t) c h w -> (t h w) b c', t=t)
 
         mask = rearrange(padding_mask, 'b (t h w) -> (b t) h w', t=t, h=h, w=w)
-        mask = F.interpolate(mask[None].float(), size=size, mode='nearest').bool()[0]
+        mask = downsample_mask(mask, size)
         mask = rearrange(mask, '(b t) h w -> b (t h w)', t=t)
         # Nearest downsampling selects tokens, so it commutes with adding the position embedding.
         reduced = reduce(x)

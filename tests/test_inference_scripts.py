@@ -83,7 +83,7 @@ def test_ytvos_inference_with_two_worker_processes(synthetic_data, small_checkpo
 
 
 def test_ytvos_inference_errors(synthetic_data, small_checkpoint, tmp_path):
-    with pytest.raises(FileNotFoundError, match='missing meta file .*meta_expressions/valid/meta_expressions.json'):
+    with pytest.raises(FileNotFoundError, match='meta file not found: expected .*meta_expressions/valid/meta_expressions.json'):
         inference_ytvos.main(script_args(inference_ytvos, '--ytvos_path', str(tmp_path / 'nowhere'),
                                          '--resume', str(small_checkpoint), '--output_dir', str(tmp_path)))
     root = tmp_path / 'empty-expression'

@@ -1,5 +1,5 @@
 """Box conversions and generalised IoU (torchvision's implementations, re-exported)."""
-from torchvision.ops import box_convert, box_iou, generalized_box_iou, masks_to_boxes
+from torchvision.ops import box_convert, generalized_box_iou
 from torch import Tensor
 
 
@@ -11,4 +11,4 @@ def box_xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
     return box_convert(boxes, 'xyxy', 'cxcywh')
 
 
-__all__ = ['box_cxcywh_to_xyxy', 'box_xyxy_to_cxcywh', 'box_iou', 'generalized_box_iou', 'masks_to_boxes']
+__all__ = ['box_cxcywh_to_xyxy', 'box_xyxy_to_cxcywh', 'generalized_box_iou']
