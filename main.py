@@ -12,12 +12,14 @@ import logging
 import os
 import random
 import time
+from bisect import bisect_right
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import MultiStepLR
 
 import opts
 from datasets import build_dataset
@@ -46,20 +48,79 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def parameter_groups(model: nn.Module, args) -> List[Dict]:
-    """AdamW groups: backbone, text encoder, word-to-vision fusion, sampling offsets / reference points
-    (lr * lr_linear_proj_mult) and everything else (lr); frozen parameters are left out."""
-    groups = [(args.lr_backbone_names, args.lr_backbone),
-              (args.lr_text_encoder_names, args.lr_text_encoder),
-              (args.lr_text_fusion_names, args.lr_text_fusion),
-              (args.lr_linear_proj_names, args.lr * args.lr_linear_proj_mult)]
-    params: List[List[nn.Parameter]] = [[] for _ in range(len(groups) + 1)]
+    """AdamW groups in the original's order: everything else (lr), backbone, text encoder, word-to-vision
+    fusion, sampling offsets / reference points (lr * lr_linear_proj_mult).
+
+    A parameter belongs to a named group when its name contains one of the group's keywords, and to the
+    first group when it matches none. Frozen parameters are left out; empty groups are kept, parameters
+    keep the model's registration order: the original's, so that optimizer states move between the two.
+    """
+    named = [('--lr_backbone_names', args.lr_backbone_names, args.lr_backbone),
+             ('--lr_text_encoder_names', args.lr_text_encoder_names, args.lr_text_encoder),
+             ('--lr_text_fusion_names', args.lr_text_fusion_names, args.lr_text_fusion),
+             ('--lr_linear_proj_names', args.lr_linear_proj_names, args.lr * args.lr_linear_proj_mult)]
+    params: List[List[nn.Parameter]] = [[] for _ in range(len(named) + 1)]
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        index = next((i for i, (keywords, _) in enumerate(groups) if any(k in name for k in keywords)), len(groups))
-        params[index].append(parameter)
-    lrs = [lr for _, lr in groups] + [args.lr]
+        matches = [i for i, (_, keywords, _) in enumerate(named, start=1) if any(k in name for k in keywords)]
+        if len(matches) > 1:
+            options = ' and '.join(named[i - 1][0] for i in matches)
+            raise ValueError(f'parameter {name} matches {options}: each parameter may be in one group only')
+        params[matches[0] if matches else 0].append(parameter)
+    lrs = [args.lr] + [lr for _, _, lr in named]
     return [{'params': p, 'lr': lr} for p, lr in zip(params, lrs)]
+
+
+def build_optimizer(model: nn.Module, args) -> Tuple[torch.optim.Optimizer, MultiStepLR]:
+    """AdamW over `parameter_groups` and the learning rate divided by 10 after each `--lr_drop` epoch."""
+    optimizer = torch.optim.AdamW(parameter_groups(model, args), lr=args.lr, weight_decay=args.weight_decay)
+    return optimizer, MultiStepLR(optimizer, args.lr_drop)
+
+
+def check_optimizer_state(saved: Dict, optimizer: torch.optim.Optimizer, source: str) -> None:
+    """A clear error when a saved optimizer state does not fit `optimizer`: other group sizes, or moments
+    of another shape than the parameters they would land on."""
+    saved_sizes = [len(group['params']) for group in saved['param_groups']]
+    sizes = [len(group['params']) for group in optimizer.param_groups]
+    pairs = [(index, parameter) for saved_group, group in zip(saved['param_groups'], optimizer.param_groups)
+             for index, parameter in zip(saved_group['params'], group['params'])]
+    moments = {index: state['exp_avg'] for index, state in saved['state'].items() if 'exp_avg' in state}
+    misfits = [f'{tuple(moments[index].shape)} vs {tuple(parameter.shape)}' for index, parameter in pairs
+               if index in moments and moments[index].shape != parameter.shape]
+    if saved_sizes != sizes or misfits:
+        raise RuntimeError(
+            f"{source}: its optimizer state does not fit this model's parameter groups (parameters per group "
+            f"{saved_sizes} vs {sizes}; shape mismatches: {', '.join(misfits[:3]) or 'none'}): was it trained "
+            f"with other --lr_*_names, --lr_backbone 0 or --freeze_text_encoder settings, or another model?")
+
+
+def restore_training_state(checkpoint: Dict, optimizer: torch.optim.Optimizer, lr_scheduler: MultiStepLR,
+                           source: str) -> int:
+    """Continue a training checkpoint, ours or the original's (the same layout): the optimizer's state and
+    the scheduler's milestones and epoch count come from it; returns the next epoch.
+
+    As in the original, the learning rates follow this run's options: `initial_lr` is this run's and
+    lr = initial_lr * gamma ** (milestones passed), the scheduler's closed form.
+    """
+    check_optimizer_state(checkpoint['optimizer'], optimizer, source)
+    initial_lrs = [group['initial_lr'] for group in optimizer.param_groups]
+    optimizer.load_state_dict(checkpoint['optimizer'])
+    lr_scheduler.load_state_dict(checkpoint['lr_scheduler'])
+    lr_scheduler.base_lrs = initial_lrs
+    decays = bisect_right(sorted(lr_scheduler.milestones.elements()), lr_scheduler.last_epoch)
+    for group, initial_lr in zip(optimizer.param_groups, initial_lrs):
+        group['initial_lr'] = initial_lr
+        group['lr'] = initial_lr * lr_scheduler.gamma ** decays
+    lr_scheduler._last_lr = [group['lr'] for group in optimizer.param_groups]
+    return checkpoint['epoch'] + 1
+
+
+def training_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, lr_scheduler: MultiStepLR, epoch: int,
+                        args) -> Dict:
+    """What every epoch writes, in the original's layout: `model`, `optimizer`, `lr_scheduler`, `epoch`, `args`."""
+    return {'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
+            'lr_scheduler': lr_scheduler.state_dict(), 'epoch': epoch, 'args': args}
 
 
 def finetuning_state_dict(model: nn.Module, path: str) -> Dict[str, torch.Tensor]:
@@ -116,9 +177,7 @@ def main(args) -> Dict[str, float]:
     n_parameters = sum(p.numel() for p in model_without_ddp.parameters() if p.requires_grad)
     logger.info('trainable parameters: %d', n_parameters)
 
-    optimizer = torch.optim.AdamW(parameter_groups(model_without_ddp, args), lr=args.lr,
-                                  weight_decay=args.weight_decay)
-    lr_scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, args.lr_drop)
+    optimizer, lr_scheduler = build_optimizer(model_without_ddp, args)
 
     if args.pretrained_weights and not resume:
         load_model_weights(model_without_ddp, finetuning_state_dict(model_without_ddp, args.pretrained_weights),
@@ -128,9 +187,7 @@ def main(args) -> Dict[str, float]:
         checkpoint = read_checkpoint(resume)
         load_model_weights(model_without_ddp, model_state_dict(checkpoint), source=resume)
         if not args.eval and all(k in checkpoint for k in ('optimizer', 'lr_scheduler', 'epoch')):
-            optimizer.load_state_dict(checkpoint['optimizer'])
-            lr_scheduler.load_state_dict(checkpoint['lr_scheduler'])
-            args.start_epoch = checkpoint['epoch'] + 1
+            args.start_epoch = restore_training_state(checkpoint, optimizer, lr_scheduler, resume)
             logger.info('resumed %s at epoch %d', resume, args.start_epoch)
 
     evaluate = args.dataset_file in GT_FILES
@@ -159,8 +216,7 @@ def main(args) -> Dict[str, float]:
                                       print_freq=args.print_freq)
         lr_scheduler.step()
         if args.output_dir and is_main_process():
-            checkpoint = {'model': model_without_ddp.state_dict(), 'optimizer': optimizer.state_dict(),
-                          'lr_scheduler': lr_scheduler.state_dict(), 'epoch': epoch, 'args': args}
+            checkpoint = training_checkpoint(model_without_ddp, optimizer, lr_scheduler, epoch, args)
             save_checkpoint_atomic(checkpoint, str(output_dir / f'checkpoint{epoch:04}.pth'))
             save_checkpoint_atomic(checkpoint, str(output_dir / 'checkpoint.pth'))
         log_stats = {**{f'train_{k}': v for k, v in train_stats.items()}, 'epoch': epoch,

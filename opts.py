@@ -126,7 +126,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument('--device', default=default_device(),
                        help='cuda or cpu (default: cuda when available)')
     group.add_argument('--seed', default=42, type=int)
-    group.add_argument('--resume', default='', help='a checkpoint to resume training from or to evaluate')
+    group.add_argument('--resume', default='',
+                       help="a checkpoint to evaluate, or a training checkpoint (ours or the original's) to "
+                            'continue: model, optimizer, scheduler and epoch; the learning rates are those of '
+                            'this command line, decayed for the milestones the checkpoint has passed')
     group.add_argument('--start_epoch', default=0, type=int, metavar='N')
     group.add_argument('--eval', action='store_true', help='evaluate only (A2D / JHMDB)')
     group.add_argument('--num_workers', default=4, type=int)

@@ -33,6 +33,10 @@ class BIFIT(nn.Module):
     Returns `pred_logits [B, T, Q, K]`, `pred_boxes [B, T, Q, 4]` (cx, cy, w, h of the padded frame),
     `pred_masks [B, T, Q, H/4, W/4]`, `aux_outputs` (earlier decoder layers) and, in eval mode,
     `reference_points [B, T, Q, 2]` (the last decoder layer's input reference points).
+
+    The submodules are registered in the original's order (transformer, heads, query embedding, input
+    projections, backbone, text encoder, ...): `state_dict()` and `named_parameters()` list the weights
+    in the order of the original's checkpoints, and so do the optimizer's groups.
     """
 
     def __init__(self, backbone: nn.Module, transformer: DeformableTransformer, text_encoder: nn.Module,
@@ -46,7 +50,6 @@ class BIFIT(nn.Module):
         self.num_queries = num_queries
         self.aux_loss = aux_loss
         self.with_box_refine = with_box_refine
-        self.backbone = backbone
         self.transformer = transformer
 
         class_embed = nn.Linear(hidden_dim, num_classes)
@@ -74,6 +77,7 @@ class BIFIT(nn.Module):
         for projection in self.input_proj:
             nn.init.xavier_uniform_(projection[0].weight, gain=1)
             nn.init.constant_(projection[0].bias, 0)
+        self.backbone = backbone
 
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder

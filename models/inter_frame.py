@@ -11,18 +11,21 @@ from .layers import clones, post_norm_ffn
 
 
 class QueryEncoderLayer(nn.Module):
-    """Post-norm transformer encoder layer over a sequence of queries, no positional embedding."""
+    """Post-norm transformer encoder layer over a sequence of queries, no positional embedding.
+
+    The modules are registered in the original's order (the linears before the norms), which fixes the
+    order of the parameters in the state dict and in the optimizer."""
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.dropout1 = nn.Dropout(dropout)
-        self.norm1 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.dropout2 = nn.Dropout(dropout)
+        self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
 
     def forward(self, queries: Tensor) -> Tensor:
         """`[S, B, C]` -> `[S, B, C]`."""

@@ -1,9 +1,11 @@
 """The default model has exactly the checkpoint layout of the released models, so that
-`ytvos_r50.pth` / `a2d_r50.pth` load with strict=True."""
+`ytvos_r50.pth` / `a2d_r50.pth` load with strict=True, and lists its weights in the original's order."""
 import json
 import shutil
 
+import pytest
 import torch
+from torch import nn
 
 from models import build_model
 from tests.conftest import REFERENCE, TINY_ROBERTA, parse_args
@@ -15,6 +17,7 @@ ROBERTA_BASE = dict(vocab_size=50265, hidden_size=768, num_hidden_layers=12, num
 
 
 def read_layout():
+    """The original's state dict, in its order: {key: (shape, dtype)}."""
     layout = {}
     for line in (REFERENCE / 'state_dict_resnet50.tsv').read_text().splitlines():
         key, shape, dtype = line.split('\t')
@@ -22,9 +25,10 @@ def read_layout():
     return layout
 
 
-def test_default_model_has_the_released_layout(tmp_path):
-    text_encoder = tmp_path / 'roberta-base-config'
-    text_encoder.mkdir()
+@pytest.fixture(scope='module')
+def released_model(tmp_path_factory):
+    """The default R50 model with roberta-base's configuration, on the meta device (no weights)."""
+    text_encoder = tmp_path_factory.mktemp('roberta-base-config')
     for name in ('tokenizer.json', 'tokenizer_config.json', 'vocab.json', 'merges.txt'):
         shutil.copy(TINY_ROBERTA / name, text_encoder / name)
     (text_encoder / 'config.json').write_text(json.dumps(ROBERTA_BASE))
@@ -32,10 +36,37 @@ def test_default_model_has_the_released_layout(tmp_path):
                        '--text_encoder', str(text_encoder)])
     with torch.device('meta'):
         model, _, _ = build_model(args)
+    return model
+
+
+def test_default_model_has_the_released_layout(released_model):
     layout = read_layout()
-    ours = {k: (tuple(v.shape), str(v.dtype).replace('torch.', '')) for k, v in model.state_dict().items()}
+    ours = {k: (tuple(v.shape), str(v.dtype).replace('torch.', '')) for k, v in released_model.state_dict().items()}
     assert len(layout) == 822
     assert sorted(set(layout) - set(ours)) == []
     assert sorted(set(ours) - set(layout)) == []
     assert {k: v for k, v in ours.items() if layout[k] != v} == {}
-    assert sum(p.numel() for p in model.parameters()) == 177_906_239
+    assert sum(p.numel() for p in released_model.parameters()) == 177_906_239
+
+
+def test_weights_are_registered_in_the_original_order(released_model):
+    """`state_dict()` lists the keys in the original's order, so `named_parameters()` (which the optimizer
+    groups follow) lists the parameters in the original's order too: its state-dict keys that are
+    parameters, each shared tensor under its first name (`transformer.decoder.bbox_embed.*`, not
+    `bbox_embed.*`)."""
+    layout = list(read_layout())
+    assert list(released_model.state_dict()) == layout
+    seen, original_parameters = set(), []
+    for key in layout:
+        module_name, _, attribute = key.rpartition('.')
+        tensor = getattr(released_model.get_submodule(module_name), attribute)
+        if isinstance(tensor, nn.Parameter) and id(tensor) not in seen:
+            seen.add(id(tensor))
+            original_parameters.append(key)
+    assert [name for name, _ in released_model.named_parameters()] == original_parameters
+    assert original_parameters[0] == 'transformer.level_embed'
+    layer = 'transformer.decoder.query_encoder_layers.0.'
+    assert [n[len(layer):] for n in original_parameters if n.startswith(layer)] == [
+        'self_attn.in_proj_weight', 'self_attn.in_proj_bias', 'self_attn.out_proj.weight', 'self_attn.out_proj.bias',
+        'linear1.weight', 'linear1.bias', 'linear2.weight', 'linear2.bias',
+        'norm1.weight', 'norm1.bias', 'norm2.weight', 'norm2.bias']

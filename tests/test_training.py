@@ -99,6 +99,12 @@ def test_parameter_groups_follow_the_learning_rate_options():
                 'transformer.decoder.query_encoder_layers.0.linear1.weight': args.lr}
     for name, lr in expected.items():
         assert lr_of[id(trainable[name])] == pytest.approx(lr), name
+    assert [g['lr'] for g in groups] == pytest.approx(
+        [args.lr, 2e-5, args.lr_text_encoder, args.lr_text_fusion, args.lr * 0.5]), "the original's group order"
+    args.lr_linear_proj_names = ['reference_points', 'backbone.0.body.layer2.0.conv1']
+    with pytest.raises(ValueError, match='backbone.0.body.layer2.0.conv1.weight matches --lr_backbone_names and '
+                                         '--lr_linear_proj_names'):
+        train_main.parameter_groups(model, args)
 
 
 def test_finetuning_adapts_the_class_head(tmp_path):
