@@ -2,6 +2,7 @@
 `ytvos_r50.pth` / `a2d_r50.pth` load with strict=True, and lists its weights in the original's order."""
 import json
 import shutil
+from typing import List, Tuple
 
 import pytest
 import torch
@@ -23,6 +24,19 @@ def read_layout():
         key, shape, dtype = line.split('\t')
         layout[key] = (tuple(json.loads(shape.replace('(', '[').replace(',)', ']').replace(')', ']'))), dtype)
     return layout
+
+
+def parameters_in_key_order(model: nn.Module, keys: List[str]) -> List[Tuple[str, nn.Parameter]]:
+    """What `named_parameters()` lists for a model whose state dict has `keys` in that order: the keys that
+    are parameters, a shared tensor under its first key only."""
+    seen, named = set(), []
+    for key in keys:
+        module_name, _, attribute = key.rpartition('.')
+        tensor = getattr(model.get_submodule(module_name), attribute)
+        if isinstance(tensor, nn.Parameter) and id(tensor) not in seen:
+            seen.add(id(tensor))
+            named.append((key, tensor))
+    return named
 
 
 @pytest.fixture(scope='module')
@@ -56,13 +70,7 @@ def test_weights_are_registered_in_the_original_order(released_model):
     `bbox_embed.*`)."""
     layout = list(read_layout())
     assert list(released_model.state_dict()) == layout
-    seen, original_parameters = set(), []
-    for key in layout:
-        module_name, _, attribute = key.rpartition('.')
-        tensor = getattr(released_model.get_submodule(module_name), attribute)
-        if isinstance(tensor, nn.Parameter) and id(tensor) not in seen:
-            seen.add(id(tensor))
-            original_parameters.append(key)
+    original_parameters = [key for key, _ in parameters_in_key_order(released_model, layout)]
     assert [name for name, _ in released_model.named_parameters()] == original_parameters
     assert original_parameters[0] == 'transformer.level_embed'
     layer = 'transformer.decoder.query_encoder_layers.0.'

@@ -21,7 +21,7 @@ from torch.optim.lr_scheduler import MultiStepLR
 import main as train_main
 from models import build_model
 from tests.conftest import SMALL_MODEL, parse_args
-from tests.test_state_dict_layout import read_layout
+from tests.test_state_dict_layout import parameters_in_key_order, read_layout
 from util.checkpoint import load_model_weights, model_state_dict, read_checkpoint, save_checkpoint_atomic
 
 # The released model's modules (the names of the reference layout) at a small width. Every group is
@@ -43,14 +43,7 @@ def original_named_parameters(model: nn.Module) -> List[Tuple[str, nn.Parameter]
     text_encoder = [f'text_encoder.{key}' for key in model.text_encoder.state_dict()]
     keys = [k for k in layout[:first] if not k.startswith('text_encoder.')] + text_encoder + [
         k for k in layout[first:] if not k.startswith('text_encoder.')]
-    seen, named = set(), []
-    for key in keys:
-        module_name, _, attribute = key.rpartition('.')
-        tensor = getattr(model.get_submodule(module_name), attribute)
-        if isinstance(tensor, nn.Parameter) and id(tensor) not in seen:
-            seen.add(id(tensor))
-            named.append((key, tensor))
-    return named
+    return parameters_in_key_order(model, keys)
 
 
 def original_optimizer(model: nn.Module, args) -> Tuple[torch.optim.AdamW, MultiStepLR]:
