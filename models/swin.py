@@ -6,24 +6,32 @@ Both bodies return the output of each of the four stages before its patch mergin
 channels C, 2C, 4C, 8C, as `[(B T), C_l, h_l, w_l]` maps with their padding masks.
 
 The blocks, the patch merging, the 3-D patch embedding and the window attentions are torchvision's
-(`torchvision.models.swin_transformer`, `torchvision.models.video.swin_transformer`). The modules are laid
-out as in the authors' files (`patch_embed`, `layers.{i}.blocks.{j}`, `layers.{i}.downsample`), so that a
-checkpoint of theirs loads after renaming the MLP layers (their `mlp.fc1` / `mlp.fc2` are torchvision's
-`mlp.0` / `mlp.3`, see `authors_to_torchvision_keys`). Where torchvision's image Swin computes something
-else than the authors' code, this module overrides the minimum:
+(`torchvision.models.swin_transformer`, `torchvision.models.video.swin_transformer`), arranged and named
+as in the original BIFIT, so that its checkpoints load and ours load there (`backbone.0.body.`, then):
+
+- image Swin: `patch_embed`, `layers.{i}.blocks.{j}`, `layers.{i}.downsample`, `norm{i}`;
+- Video Swin: `patch_embed`, `layers.{i}.blocks.{j}`, `downsamples.{i}` (the original's video wrapper
+  takes the patch mergings out of the stages);
+- in every block, the MLP layers are `mlp.fc1` / `mlp.fc2` (torchvision's `mlp.0` / `mlp.3`) and the
+  image Swin's `attn.relative_position_index` is the square `[49, 49]` (torchvision's is flat).
+
+Where torchvision's image Swin computes something else than the authors' code, this module overrides the
+minimum:
 
 - the shift rule of the window attention (`AlwaysShiftedWindowAttention`);
 - the patch embedding, which pads instead of dropping the remainder (`PatchEmbed2d`);
-- the outputs: every stage's output through its own LayerNorm (`SwinBody.norms`, the authors' `norm0..3`),
-  instead of one final norm and a classifier.
+- the outputs: every stage's output through its own LayerNorm (the authors' `norm0..3`), instead of one
+  final norm and a classifier.
 
 torchvision's Video Swin computes what the authors' does (same padding, window shrinking, shift rule,
-attention mask, relative position bias of the shrunk window, patch merging), so `VideoSwinBody` only
-chooses the patch size and returns the stage outputs.
+attention mask, relative position bias of the shrunk window, patch merging), so `VideoSwinTransformer`
+only chooses the patch size and returns the stage outputs.
 """
 import logging
+import re
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +73,7 @@ PRETRAINED_REQUIRED = ("Swin backbones are initialised from the authors' checkpo
 
 
 class AlwaysShiftedWindowAttention(ShiftedWindowAttention):
-    """torchvision's 2-D window attention with the authors' shift rule.
+    """torchvision's 2-D window attention with the authors' shift rule and relative position index buffer.
 
     torchvision's `shifted_window_attention` cancels the shift along a side where the padded map is not
     larger than the window. The authors' Swin shifts every odd block by window // 2 whatever the map size,
@@ -73,6 +81,12 @@ class AlwaysShiftedWindowAttention(ShiftedWindowAttention):
     (-w, -s), (-s, None) on each side). torchvision's 3-D window attention takes the shift as given and
     computes exactly that on one-frame clips (window 1 x w x w, shift 0 x s x s), so it is used here.
     """
+
+    def define_relative_position_index(self) -> None:
+        """torchvision's indices, kept square `[Wh*Ww, Wh*Ww]` as in the authors' checkpoints."""
+        super().define_relative_position_index()
+        tokens = self.window_size[0] * self.window_size[1]
+        self.relative_position_index = self.relative_position_index.reshape(tokens, tokens)
 
     def forward(self, x: Tensor) -> Tensor:
         """x `[N, H, W, C]` -> `[N, H, W, C]`."""
@@ -104,7 +118,8 @@ class PatchEmbed2d(nn.Module):
 
 
 class SwinStage(nn.Module):
-    """The blocks of one resolution, then the patch merging (none in the last stage): `layers.{i}`.
+    """The blocks of one resolution, `layers.{i}`; in the image Swin's layout also the patch merging that
+    follows them (`downsample`, none in the last stage), which the body applies.
 
     With `use_checkpoint`, each block is recomputed in the backward pass instead of keeping its
     activations (only when training with gradients).
@@ -116,34 +131,98 @@ class SwinStage(nn.Module):
         self.downsample = downsample
         self.use_checkpoint = use_checkpoint
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        """x `[..., H, W, C]` -> (the blocks' output `[..., H, W, C]`, the next stage's input: merged
-        `[..., ceil(H/2), ceil(W/2), 2C]`, or the output itself in the last stage)."""
+    def forward(self, x: Tensor) -> Tensor:
+        """x `[..., H, W, C]` -> the blocks' output `[..., H, W, C]`."""
         for block in self.blocks:
             if self.use_checkpoint and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
-        return x, (x if self.downsample is None else self.downsample(x))
+        return x
+
+
+def with_authors_mlp_names(block: SwinTransformerBlock) -> SwinTransformerBlock:
+    """torchvision's block with its MLP (Linear, GELU, Dropout, Linear, Dropout) named as the authors' one
+    (`fc1`, `act`, `drop1`, `fc2`, `drop2`): the same modules computing the same."""
+    block.mlp = nn.Sequential(OrderedDict(zip(('fc1', 'act', 'drop1', 'fc2', 'drop2'), block.mlp, strict=True)))
+    return block
 
 
 def swin_stages(size: SwinSize, window_size: List[int], drop_path_rate: float,
-                attn_layer: Callable[..., nn.Module], use_checkpoint: bool) -> List[SwinStage]:
-    """The four stages of torchvision blocks (MLP ratio 4, qkv bias, no dropout): even blocks use plain
-    windows, odd ones windows shifted by window // 2; the drop path rate grows linearly from 0 to
-    `drop_path_rate` over all blocks; stage i has embed_dim * 2^i channels."""
+                attn_layer: Callable[..., nn.Module]) -> List[Tuple[List[nn.Module], Optional[nn.Module]]]:
+    """The blocks of each of the four stages and the patch merging after them (none after the last):
+    torchvision blocks (MLP ratio 4, qkv bias, no dropout); even blocks use plain windows, odd ones windows
+    shifted by window // 2; the drop path rate grows linearly from 0 to `drop_path_rate` over all blocks;
+    stage i has embed_dim * 2^i channels."""
     num_blocks = sum(size.depths)
     rates = iter([drop_path_rate * i / (num_blocks - 1) for i in range(num_blocks)])
     stages = []
     for i, (depth, heads) in enumerate(zip(size.depths, size.num_heads)):
         dim = size.embed_dim * 2 ** i
-        blocks = [SwinTransformerBlock(dim, heads, list(window_size), [w // 2 * (j % 2) for w in window_size],
-                                       stochastic_depth_prob=next(rates), norm_layer=nn.LayerNorm,
-                                       attn_layer=attn_layer)
-                  for j in range(depth)]
-        downsample = PatchMerging(dim, norm_layer=nn.LayerNorm) if i < len(size.depths) - 1 else None
-        stages.append(SwinStage(blocks, downsample, use_checkpoint))
+        blocks = [with_authors_mlp_names(SwinTransformerBlock(
+            dim, heads, list(window_size), [w // 2 * (j % 2) for w in window_size],
+            stochastic_depth_prob=next(rates), norm_layer=nn.LayerNorm, attn_layer=attn_layer))
+            for j in range(depth)]
+        merging = PatchMerging(dim, norm_layer=nn.LayerNorm) if i < len(size.depths) - 1 else None
+        stages.append((blocks, merging))
     return stages
+
+
+def stage_channels(size: SwinSize) -> List[int]:
+    return [size.embed_dim * 2 ** i for i in range(len(size.depths))]
+
+
+def stage_outputs(x: Tensor, stages: Sequence[SwinStage], mergings: Sequence[Optional[nn.Module]]) -> List[Tensor]:
+    """Patch embeddings `[..., h, w, C]` -> each stage's output before its merging `[..., h_l, w_l, C_l]`;
+    each merging halves the size, rounding up."""
+    outputs = []
+    for stage, merging in zip(stages, mergings):
+        x = stage(x)
+        outputs.append(x)
+        if merging is not None:
+            x = merging(x)
+    return outputs
+
+
+class SwinTransformer(nn.Module):
+    """The image Swin's weights (`backbone.0.body`): `patch_embed`, `layers.{i}` with their `downsample`,
+    and `norm{i}`, the LayerNorm of each stage's output (not in the ImageNet files: default init)."""
+
+    def __init__(self, size: SwinSize, drop_path_rate: float, use_checkpoint: bool):
+        super().__init__()
+        stages = swin_stages(size, [7, 7], drop_path_rate, AlwaysShiftedWindowAttention)
+        self.patch_embed = PatchEmbed2d(4, size.embed_dim)
+        self.layers = nn.ModuleList(SwinStage(blocks, merging, use_checkpoint) for blocks, merging in stages)
+        for i, channels in enumerate(stage_channels(size)):
+            self.add_module(f'norm{i}', nn.LayerNorm(channels))
+
+    def forward(self, frames: Tensor) -> List[Tensor]:
+        """frames `[N, 3, H, W]` -> 4 levels `[N, C_l, ceil(H/s_l), ceil(W/s_l)]`."""
+        outputs = stage_outputs(self.patch_embed(frames), self.layers, [stage.downsample for stage in self.layers])
+        return [rearrange(getattr(self, f'norm{i}')(x), 'n h w c -> n c h w') for i, x in enumerate(outputs)]
+
+
+class VideoSwinTransformer(nn.Module):
+    """The Video Swin's weights (`backbone.0.body`): `patch_embed`, `layers.{i}.blocks` and the patch
+    mergings apart, `downsamples.{i}`, as the original's video wrapper holds them.
+
+    Patch 1 x 4 x 4, so that every frame keeps its own features. Window 8 x 7 x 7, shrunk to the input and
+    not shifted along any dimension where the input is not larger than the window. As the original wrapper,
+    the outputs are the stage outputs before merging, with no LayerNorm.
+    """
+
+    def __init__(self, size: SwinSize, drop_path_rate: float, use_checkpoint: bool):
+        super().__init__()
+        stages = swin_stages(size, [8, 7, 7], drop_path_rate, ShiftedWindowAttention3d)
+        self.patch_embed = PatchEmbed3d([1, 4, 4], embed_dim=size.embed_dim, norm_layer=nn.LayerNorm)
+        self.layers = nn.ModuleList(SwinStage(blocks, None, use_checkpoint) for blocks, _ in stages)
+        self.downsamples = nn.ModuleList(merging for _, merging in stages[:-1])
+
+    def forward(self, videos: Tensor) -> List[Tensor]:
+        """videos `[B, T, 3, H, W]` -> 4 levels `[(B T), C_l, h_l, w_l]`."""
+        x = self.patch_embed(rearrange(videos, 'b t c h w -> b c t h w'))
+        outputs = stage_outputs(x, self.layers, [*self.downsamples, None])
+        return [rearrange(y, 'b t h w c -> (b t) c h w') for y in outputs]
 
 
 def with_masks(maps: Iterable[Tensor], mask: Tensor) -> List[NestedTensor]:
@@ -153,55 +232,39 @@ def with_masks(maps: Iterable[Tensor], mask: Tensor) -> List[NestedTensor]:
             for x in maps]
 
 
-def authors_to_torchvision_keys(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """A state dict of the authors' Swin / Video Swin in this module's layout.
-
-    The classifier (`head.*`) and the final `norm.*` are dropped (the backbones do not use them), so are
-    the buffers (`relative_position_index`, which this module recomputes, and `attn_mask`); the MLP
-    layers are renamed.
-    """
-    converted = {}
-    for key, value in state_dict.items():
-        if key.startswith(('head.', 'norm.')) or key.endswith(('relative_position_index', 'attn_mask')):
-            continue
-        converted[key.replace('.mlp.fc1.', '.mlp.0.').replace('.mlp.fc2.', '.mlp.3.')] = value
-    return converted
+def without_unused_weights(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """An authors' Swin / Video Swin state dict without what the backbones do not hold or recompute: the
+    classifier (`head.*`), the final `norm.*`, the buffers `relative_position_index` and `attn_mask`."""
+    return {key: value for key, value in state_dict.items()
+            if not key.startswith(('head.', 'norm.')) and not key.endswith(('relative_position_index', 'attn_mask'))}
 
 
 class SwinBodyBase(nn.Module):
-    """Patch embedding and the four stages, shared by the image and the video Swin bodies.
+    """`backbone.0` of the Swin backbones: the weights as `body` (the original's layout) and the loading of
+    the authors' ImageNet / Kinetics checkpoints into it.
 
     `takes_clips`: whether `forward` takes whole videos `[B, T, 3, H, W]` (see `Joiner`) or frames.
-    `fresh_keys`: prefixes of the parameters that the authors' files do not hold (default init).
+    `fresh_keys`: prefixes of the body's parameters that the authors' files do not hold (default init).
     """
     strides = [4, 8, 16, 32]
     takes_clips = False
     fresh_keys: Tuple[str, ...] = ()
 
-    def __init__(self, patch_embed: nn.Module, stages: List[SwinStage], embed_dim: int):
+    def __init__(self, body: nn.Module, size: SwinSize):
         super().__init__()
-        self.patch_embed = patch_embed
-        self.layers = nn.ModuleList(stages)
-        self.num_channels = [embed_dim * 2 ** i for i in range(len(stages))]
-
-    def stage_outputs(self, x: Tensor) -> List[Tensor]:
-        """Patch embeddings `[..., h, w, C]` -> each stage's output before its merging `[..., h_l, w_l, C_l]`."""
-        outputs = []
-        for stage in self.layers:
-            output, x = stage(x)
-            outputs.append(output)
-        return outputs
+        self.body = body
+        self.num_channels = stage_channels(size)
 
     @staticmethod
     def from_authors(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        """The authors' checkpoint (its `model` / `state_dict` entry) in this module's layout."""
-        return authors_to_torchvision_keys(state_dict)
+        """The authors' checkpoint (its `model` / `state_dict` entry) in the body's layout."""
+        return without_unused_weights(state_dict)
 
     def load_authors_checkpoint(self, path: str, name: str) -> None:
-        """Initialise from the authors' file; keys that are missing, unknown or of another shape are an
-        error naming them."""
+        """Initialise the body from the authors' file; keys that are missing, unknown or of another shape
+        are an error naming them."""
         state_dict = self.from_authors(_read_state_dict(path))
-        own = self.state_dict()
+        own = self.body.state_dict()
         missing = [k for k in own if k not in state_dict
                    and not k.endswith('relative_position_index') and not k.startswith(self.fresh_keys)]
         unexpected = [k for k in state_dict if k not in own]
@@ -212,7 +275,7 @@ class SwinBodyBase(nn.Module):
                     if keys]
         if problems:
             raise RuntimeError(f"{path} is not the authors' {name} checkpoint ({'; '.join(problems)})")
-        self.load_state_dict(state_dict, strict=False)
+        self.body.load_state_dict(state_dict, strict=False)
         logger.info('backbone %s: weights from %s', name, path)
 
 
@@ -223,51 +286,39 @@ def _listing(keys: List[str], shown: int = 10) -> str:
 
 class SwinBody(SwinBodyBase):
     """The authors' image Swin (patch 4, window 7 x 7) on every frame: frames `[N, 3, H, W]` with masks
-    `[N, H, W]` -> 4 levels `[N, C_l, ceil(H/s_l), ceil(W/s_l)]`: each stage's output through its own
-    LayerNorm (`norms.{l}`, the authors' `norm{l}`; not in their ImageNet files, so default init)."""
-    fresh_keys = ('norms.',)
+    `[N, H, W]` -> 4 levels `[N, C_l, ceil(H/s_l), ceil(W/s_l)]`, each stage's output through its own
+    LayerNorm."""
+    fresh_keys = tuple(f'norm{i}.' for i in range(4))
 
     def __init__(self, size: SwinSize, drop_path_rate: float = IMAGE_DROP_PATH, use_checkpoint: bool = False):
-        stages = swin_stages(size, [7, 7], drop_path_rate, AlwaysShiftedWindowAttention, use_checkpoint)
-        super().__init__(PatchEmbed2d(4, size.embed_dim), stages, size.embed_dim)
-        self.norms = nn.ModuleList(nn.LayerNorm(c) for c in self.num_channels)
+        super().__init__(SwinTransformer(size, drop_path_rate, use_checkpoint), size)
 
     def forward(self, frames: NestedTensor) -> List[NestedTensor]:
-        outputs = self.stage_outputs(self.patch_embed(frames.tensors))
-        maps = [rearrange(norm(x), 'n h w c -> n c h w') for norm, x in zip(self.norms, outputs)]
-        return with_masks(maps, frames.mask)
+        return with_masks(self.body(frames.tensors), frames.mask)
 
 
 class VideoSwinBody(SwinBodyBase):
     """The authors' Video Swin on whole clips: videos `[B, T, 3, H, W]` with masks `[B, T, H, W]` -> 4 levels
-    `[(B T), C_l, h_l, w_l]`.
-
-    Patch 1 x 4 x 4, so that every frame keeps its own features (the Kinetics models use 2 x 4 x 4: their
-    kernel is summed over time when loaded). Window 8 x 7 x 7, shrunk to the input and not shifted along any
-    dimension where the input is not larger than the window. As the original wrapper, the outputs are the
-    stage outputs before merging, with no LayerNorm (the final `norm` of the Kinetics model is unused).
-    """
+    `[(B T), C_l, h_l, w_l]` (see `VideoSwinTransformer`)."""
     takes_clips = True
 
     def __init__(self, size: SwinSize, drop_path_rate: float = VIDEO_DROP_PATH, use_checkpoint: bool = False):
-        stages = swin_stages(size, [8, 7, 7], drop_path_rate, ShiftedWindowAttention3d, use_checkpoint)
-        super().__init__(PatchEmbed3d([1, 4, 4], embed_dim=size.embed_dim, norm_layer=nn.LayerNorm),
-                         stages, size.embed_dim)
+        super().__init__(VideoSwinTransformer(size, drop_path_rate, use_checkpoint), size)
 
     @staticmethod
     def from_authors(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        """The Kinetics checkpoint's `backbone.*` entries (the classifier `cls_head.*` is dropped), with the
-        patch embedding kernel `[C, 3, 2, 4, 4]` summed over time to `[C, 3, 1, 4, 4]`."""
+        """The Kinetics checkpoint's `backbone.*` entries (the classifier `cls_head.*` is dropped) with the
+        patch mergings `layers.{i}.downsample` moved to `downsamples.{i}`, and the patch embedding kernel
+        `[C, 3, 2, 4, 4]` summed over time to `[C, 3, 1, 4, 4]` (the Kinetics models use patch 2 x 4 x 4)."""
         backbone = {k[len('backbone.'):]: v for k, v in state_dict.items() if k.startswith('backbone.')}
-        converted = authors_to_torchvision_keys(backbone)
+        converted = {re.sub(r'^layers\.(\d+)\.downsample\.', r'downsamples.\1.', k): v
+                     for k, v in without_unused_weights(backbone).items()}
         if 'patch_embed.proj.weight' in converted:
             converted['patch_embed.proj.weight'] = converted['patch_embed.proj.weight'].sum(dim=2, keepdim=True)
         return converted
 
     def forward(self, videos: NestedTensor) -> List[NestedTensor]:
-        x = self.patch_embed(rearrange(videos.tensors, 'b t c h w -> b c t h w'))
-        maps = [rearrange(y, 'b t h w c -> (b t) c h w') for y in self.stage_outputs(x)]
-        return with_masks(maps, rearrange(videos.mask, 'b t h w -> (b t) h w'))
+        return with_masks(self.body(videos.tensors), rearrange(videos.mask, 'b t h w -> (b t) h w'))
 
 
 def build_swin_body(name: str, pretrained: Union[str, None, bool], train_backbone: bool,

@@ -1,6 +1,9 @@
-"""Swin and Video Swin backbones: configurations, feature shapes, the authors' checkpoints, the
-original's shift rule, activation checkpointing, and a whole BIFIT model trained with each."""
+"""Swin and Video Swin backbones: configurations, the original BIFIT's checkpoint layout, feature shapes, the
+authors' checkpoints, the original's shift rule, activation checkpointing, and a whole BIFIT model trained
+with each."""
 import itertools
+import math
+from typing import Dict, Tuple
 
 import pytest
 import torch
@@ -14,6 +17,7 @@ from torchvision.models.video.swin_transformer import SwinTransformer3d
 from models import build_model
 from opts import BACKBONES
 from models.backbone import build_backbone, downsample_mask
+from util.checkpoint import load_model_weights
 from models.swin import (IMAGE_SWINS, PRETRAINED_REQUIRED, VIDEO_SWINS, SwinBody, SwinSize, VideoSwinBody,
                          build_swin_body)
 from tests.conftest import clip_targets, parse_args, random_clips
@@ -65,24 +69,25 @@ def perturb(body: nn.Module, seed: int) -> nn.Module:
     """Random weights everywhere but in the per-output norms, which the authors' files do not hold."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, parameter in body.named_parameters():
-            if not name.startswith('norms.'):
+        for name, parameter in body.body.named_parameters():
+            if not name.startswith(body.fresh_keys):
                 parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
     return body
 
 
 def authors_checkpoint(body: nn.Module) -> dict:
-    """`body`'s weights as the authors' files hold them: MLP `fc1`/`fc2`, a square relative position index,
-    a classifier and a final norm; for Video Swin a patch kernel of temporal size 2 and the `backbone.`
-    prefix under `state_dict`."""
+    """`body`'s weights as the authors' ImageNet / Kinetics files hold them: without the per-output norms,
+    with a classifier and a final norm; for Video Swin the patch mergings inside the stages
+    (`layers.{i}.downsample`), a patch kernel of temporal size 2 and the `backbone.` prefix under
+    `state_dict`."""
     state_dict = {}
-    for key, value in body.state_dict().items():
-        if key.startswith('norms.'):
+    for key, value in body.body.state_dict().items():
+        if key.startswith(body.fresh_keys):
             continue
-        if key.endswith('relative_position_index'):
-            tokens = round(value.numel() ** 0.5)
-            value = value.reshape(tokens, tokens)
-        state_dict[key.replace('.mlp.0.', '.mlp.fc1.').replace('.mlp.3.', '.mlp.fc2.')] = value
+        parts = key.split('.')
+        if parts[0] == 'downsamples':
+            key = '.'.join(['layers', parts[1], 'downsample', *parts[2:]])
+        state_dict[key] = value
     channels = body.num_channels[-1]
     state_dict.update({'norm.weight': torch.rand(channels), 'norm.bias': torch.rand(channels),
                        'head.weight': torch.rand(10, channels), 'head.bias': torch.rand(10)})
@@ -94,6 +99,66 @@ def authors_checkpoint(body: nn.Module) -> dict:
     backbone = {f'backbone.{k}': v for k, v in state_dict.items()}
     return {'state_dict': {**backbone, 'cls_head.fc_cls.weight': torch.rand(400, channels),
                            'cls_head.fc_cls.bias': torch.rand(400)}}
+
+
+def torchvision_names(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """Our (the original's) block weights under torchvision's names: `mlp.0` / `mlp.3`, a flat relative
+    position index in 2-D."""
+    renamed = {}
+    for key, value in state_dict.items():
+        if key.endswith('relative_position_index') and value.shape == (49, 49):
+            value = value.flatten()
+        renamed[key.replace('mlp.fc1.', 'mlp.0.').replace('mlp.fc2.', 'mlp.3.')] = value
+    return renamed
+
+
+def original_layout(size: SwinSize, video: bool) -> Dict[str, Tuple[int, ...]]:
+    """The original BIFIT's `backbone.0.body.*` entries with a Swin backbone, in its order, with their shapes,
+    written out from its modules: `patch_embed`; per stage the blocks (`norm1`, `attn` with its bias table
+    and square index buffer, `qkv`, `proj`, `norm2`, `mlp.fc1`, `mlp.fc2`); the patch mergings inside the
+    stages (`layers.{i}.downsample`, image) or after all stages (`downsamples.{i}`, the video wrapper); and
+    the image Swin's output norms `norm{i}`."""
+    c = size.embed_dim
+    window = (8, 7, 7) if video else (7, 7)
+    tokens, table = math.prod(window), math.prod(2 * w - 1 for w in window)
+    layout = {'patch_embed.proj.weight': (c, 3, 1, 4, 4) if video else (c, 3, 4, 4),
+              'patch_embed.proj.bias': (c,), 'patch_embed.norm.weight': (c,), 'patch_embed.norm.bias': (c,)}
+    mergings = {}
+    for i, (depth, heads) in enumerate(zip(size.depths, size.num_heads)):
+        dim = c * 2 ** i
+        for j in range(depth):
+            block = f'layers.{i}.blocks.{j}.'
+            layout.update({block + key: shape for key, shape in [
+                ('norm1.weight', (dim,)), ('norm1.bias', (dim,)),
+                ('attn.relative_position_bias_table', (table, heads)),
+                ('attn.relative_position_index', (tokens, tokens)),
+                ('attn.qkv.weight', (3 * dim, dim)), ('attn.qkv.bias', (3 * dim,)),
+                ('attn.proj.weight', (dim, dim)), ('attn.proj.bias', (dim,)),
+                ('norm2.weight', (dim,)), ('norm2.bias', (dim,)),
+                ('mlp.fc1.weight', (4 * dim, dim)), ('mlp.fc1.bias', (4 * dim,)),
+                ('mlp.fc2.weight', (dim, 4 * dim)), ('mlp.fc2.bias', (dim,))]})
+        if i < len(size.depths) - 1:
+            merging = {'reduction.weight': (2 * dim, 4 * dim), 'norm.weight': (4 * dim,), 'norm.bias': (4 * dim,)}
+            if video:
+                mergings.update({f'downsamples.{i}.{key}': shape for key, shape in merging.items()})
+            else:
+                layout.update({f'layers.{i}.downsample.{key}': shape for key, shape in merging.items()})
+    layout.update(mergings)
+    if not video:
+        for i in range(len(size.depths)):
+            layout.update({f'norm{i}.weight': (c * 2 ** i,), f'norm{i}.bias': (c * 2 ** i,)})
+    return {f'backbone.0.body.{key}': shape for key, shape in layout.items()}
+
+
+def original_relative_position_index(window: Tuple[int, ...]) -> Tensor:
+    """The original's square index: relative offsets per axis shifted to >= 0, combined as mixed-radix digits
+    with radices 2 * w - 1."""
+    coords = torch.stack(torch.meshgrid(*[torch.arange(w) for w in window], indexing='ij')).flatten(1)
+    relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
+    index = torch.zeros(relative.shape[:2], dtype=torch.long)
+    for axis, w in enumerate(window):
+        index = index * (2 * w - 1) + relative[..., axis] + w - 1
+    return index
 
 
 def original_window_attention(x: Tensor, attn: nn.Module, shift: int, window: int = 7) -> Tensor:
@@ -139,20 +204,70 @@ def test_variants_have_the_documented_configuration(name):
         body = build_swin_body(name, False, train_backbone=True, use_checkpoint=False)
     assert body.strides == [4, 8, 16, 32] and body.num_channels == channels
     assert body.takes_clips == video
-    assert [len(stage.blocks) for stage in body.layers] == depths
-    assert [stage.blocks[0].attn.num_heads for stage in body.layers] == heads
+    stages = body.body.layers
+    assert [len(stage.blocks) for stage in stages] == depths
+    assert [stage.blocks[0].attn.num_heads for stage in stages] == heads
     window = [8, 7, 7] if video else [7, 7]
-    for stage in body.layers:
+    for stage in stages:
         assert [block.attn.window_size for block in stage.blocks] == [window] * len(stage.blocks)
         assert [block.attn.shift_size for block in stage.blocks] == [
             [w // 2 * (j % 2) for w in window] for j in range(len(stage.blocks))]
-    assert [stage.downsample is None for stage in body.layers] == [False, False, False, True]
-    rates = [block.stochastic_depth.p for stage in body.layers for block in stage.blocks]
+    mergings = list(body.body.downsamples) if video else [stage.downsample for stage in stages[:-1]]
+    assert [merging.reduction.in_features for merging in mergings] == [4 * c for c in channels[:-1]]
+    assert stages[-1].downsample is None and (not video or all(stage.downsample is None for stage in stages))
+    rates = [block.stochastic_depth.p for stage in stages for block in stage.blocks]
     assert rates[0] == 0 and rates[-1] == pytest.approx(0.1 if video else 0.2)
-    assert body.patch_embed.proj.weight.shape == ((channels[0], 3, 1, 4, 4) if video else (channels[0], 3, 4, 4))
+    assert body.body.patch_embed.proj.weight.shape == (
+        (channels[0], 3, 1, 4, 4) if video else (channels[0], 3, 4, 4))
     assert all(p.requires_grad for p in body.parameters())
     if not video:
-        assert [norm.normalized_shape[0] for norm in body.norms] == channels
+        assert [getattr(body.body, f'norm{i}').normalized_shape[0] for i in range(4)] == channels
+
+
+@pytest.fixture(scope='module', params=['swin_t_p4w7', 'video_swin_t_p4w7'])
+def swin_bifit(request) -> Tuple[str, nn.Module]:
+    """(backbone name, a small BIFIT with that backbone)."""
+    torch.manual_seed(0)
+    return request.param, build_model(parse_args(SMALL_BIFIT + ['--backbone', request.param]))[0]
+
+
+def test_state_dict_has_the_original_layout(swin_bifit):
+    """Every backbone key of a BIFIT Swin model is the original's, in its order and of its shape, right after
+    the input projections as with ResNet; the relative position indices are the original's."""
+    name, model = swin_bifit
+    video = name.startswith('video')
+    keys = list(model.state_dict())
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith('backbone.')}
+    expected = original_layout((VIDEO_SWINS if video else IMAGE_SWINS)[name], video)
+    assert list(ours) == list(expected)
+    assert ours == expected
+    assert keys[keys.index(next(iter(expected))) - 1] == 'input_proj.3.1.bias'
+    window = (8, 7, 7) if video else (7, 7)
+    assert torch.equal(model.backbone[0].body.layers[0].blocks[0].attn.relative_position_index,
+                       original_relative_position_index(window))
+
+
+def test_checkpoint_in_the_original_layout_loads_strict_and_ours_has_its_keys(swin_bifit, tmp_path):
+    """A whole-model checkpoint whose backbone entries are written in the original's layout (keys and shapes
+    from `original_layout`, values made up) loads with every key matched, each value where its name says;
+    the checkpoint we save has exactly the original's keys."""
+    name, model = swin_bifit
+    video = name.startswith('video')
+    layout = original_layout((VIDEO_SWINS if video else IMAGE_SWINS)[name], video)
+    window = (8, 7, 7) if video else (7, 7)
+    generator = torch.Generator().manual_seed(1)
+    original = {k: v for k, v in model.state_dict().items() if not k.startswith('backbone.')}
+    for key, shape in layout.items():
+        original[key] = (original_relative_position_index(window) if key.endswith('relative_position_index')
+                         else torch.randn(shape, generator=generator))
+    path = tmp_path / 'original_swin.pth'
+    torch.save({'model': original}, path)
+    load_model_weights(model, torch.load(path)['model'], source=str(path))
+    state_dict = model.state_dict()
+    assert all(torch.equal(state_dict[key], value) for key, value in original.items())
+    torch.save({'model': state_dict}, path)
+    saved = torch.load(path)['model']
+    assert [k for k in saved if k.startswith('backbone.')] == list(layout)
 
 
 @pytest.mark.parametrize('name, reference', [
@@ -169,7 +284,7 @@ def test_parameter_counts_match_torchvision_models(name, reference):
     expected = sum(p.numel() for p in classifier.parameters())
     expected -= sum(p.numel() for p in [*classifier.head.parameters(), *classifier.norm.parameters()])
     if body.takes_clips:
-        expected -= body.patch_embed.proj.weight.numel()
+        expected -= body.body.patch_embed.proj.weight.numel()
     else:
         expected += 2 * sum(body.num_channels)
     assert count == expected
@@ -200,11 +315,12 @@ def test_image_swin_runs_every_frame_alone_and_pads_the_patch_embedding():
     with torch.no_grad():
         together = body(NestedTensor(frames, mask))
         alone = body(NestedTensor(frames[1:2], mask[1:2]))
-        embedded = body.patch_embed(frames)
+        embedded = body.body.patch_embed(frames)
     for level_together, level_alone in zip(together, alone):
         torch.testing.assert_close(level_together.tensors[1:2], level_alone.tensors)
     padded = F.pad(frames, (0, 0, 0, 2))
-    expected = body.patch_embed.norm(rearrange(body.patch_embed.proj(padded), 'n c h w -> n h w c'))
+    patch_embed = body.body.patch_embed
+    expected = patch_embed.norm(rearrange(patch_embed.proj(padded), 'n c h w -> n h w c'))
     torch.testing.assert_close(embedded, expected)
 
 
@@ -214,12 +330,12 @@ def test_video_swin_computes_torchvision_video_swin_stages():
     reference = SwinTransformer3d([1, 4, 4], TINY.embed_dim, list(TINY.depths), list(TINY.num_heads),
                                   [8, 7, 7]).eval()
     renamed = {}
-    for key, value in body.state_dict().items():
+    for key, value in torchvision_names(body.body.state_dict()).items():
         parts = key.split('.')
         if parts[0] == 'layers':
-            stage = int(parts[1])
-            parts = (['features', str(2 * stage)] + parts[3:] if parts[2] == 'blocks'
-                     else ['features', str(2 * stage + 1)] + parts[3:])
+            parts = ['features', str(2 * int(parts[1]))] + parts[3:]
+        elif parts[0] == 'downsamples':
+            parts = ['features', str(2 * int(parts[1]) + 1)] + parts[2:]
         renamed['.'.join(parts)] = value
     missing, unexpected = reference.load_state_dict(renamed, strict=False)
     assert not unexpected and all(k.split('.')[0] in ('norm', 'head') for k in missing)
@@ -234,9 +350,9 @@ def test_video_swin_computes_torchvision_video_swin_stages():
 def test_image_swin_shifts_odd_blocks_even_on_small_maps(size):
     """On maps whose padded size is the window, the original still shifts odd blocks; torchvision does not."""
     body = SwinBody(TINY).eval()
-    block = body.layers[0].blocks[1]
+    block = body.body.layers[0].blocks[1]
     torchvision_block = SwinTransformerBlock(16, 1, [7, 7], [3, 3]).eval()
-    torchvision_block.load_state_dict(block.state_dict())
+    torchvision_block.load_state_dict(torchvision_names(block.state_dict()))
     x = torch.randn(2, *size, 16)
     with torch.no_grad():
         ours, theirs = block(x), torchvision_block(x)
@@ -249,9 +365,9 @@ def test_image_swin_shifts_odd_blocks_even_on_small_maps(size):
 @pytest.mark.parametrize('odd', [False, True])
 def test_image_swin_equals_torchvision_blocks_on_large_maps(size, odd):
     body = SwinBody(TINY).eval()
-    block = body.layers[0].blocks[int(odd)]
+    block = body.body.layers[0].blocks[int(odd)]
     torchvision_block = SwinTransformerBlock(16, 1, [7, 7], [3 * odd, 3 * odd]).eval()
-    torchvision_block.load_state_dict(block.state_dict())
+    torchvision_block.load_state_dict(torchvision_names(block.state_dict()))
     x = torch.randn(2, *size, 16)
     with torch.no_grad():
         torch.testing.assert_close(block(x), torchvision_block(x))
@@ -331,7 +447,7 @@ def test_activation_checkpointing_gives_the_same_gradients(body_class):
         bodies.append(body_class(TINY, use_checkpoint=use_checkpoint).train())
     calls = [0, 0]
     for i, body in enumerate(bodies):
-        count_calls(body.layers[2].blocks[1], calls, i)
+        count_calls(body.body.layers[2].blocks[1], calls, i)
     videos = video_batch(2, 3, 40, 60)
     weights = torch.randn(4)
     outputs = []
@@ -367,7 +483,7 @@ def test_bifit_trains_with_swin_backbones(name):
     total = sum(losses[k] * criterion.weight_dict[k] for k in losses)
     total.backward()
     assert torch.isfinite(total)
-    body = model.backbone[0]
+    body = model.backbone[0].body
     assert body.layers[0].blocks[0].attn.qkv.weight.grad.abs().sum() > 0
     assert body.patch_embed.proj.weight.grad.abs().sum() > 0
     assert model.input_proj[0][0].in_channels == 192
