@@ -1,4 +1,5 @@
 """Turn model outputs into the predictions the benchmarks' evaluations take."""
+import logging
 from typing import Dict, List
 
 import numpy as np
@@ -7,16 +8,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+logger = logging.getLogger(__name__)
+
+ORIGINAL_A2D_THRESHOLD = 0.5  # the original's A2D/JHMDB postprocessing ignores --threshold
+
 
 class A2DSentencesPostProcess(nn.Module):
     """A2D-Sentences / JHMDB-Sentences: every query of the annotated frame becomes a scored mask.
 
     Score = sigmoid of the query's class logit; mask = logits upsampled x4 (bilinear) to the padded
-    input size, thresholded at probability 0.5, cropped to the clip's own size, resized (nearest) to
-    the original frame size and RLE-encoded.
+    input size, thresholded at probability `threshold`, cropped to the clip's own size, resized (nearest)
+    to the original frame size and RLE-encoded. The original always thresholds at 0.5, the default.
     """
 
-    def __init__(self, threshold: float = 0.5):
+    def __init__(self, threshold: float = ORIGINAL_A2D_THRESHOLD):
         super().__init__()
         self.threshold = threshold
 
@@ -42,5 +47,8 @@ def build_postprocessors(args) -> Dict[str, nn.Module]:
     """A2D/JHMDB evaluation needs the `segm` postprocessor; the video benchmarks are evaluated by the
     inference scripts, which select their query directly."""
     if args.dataset_file in ('a2d', 'jhmdb'):
+        if args.threshold != ORIGINAL_A2D_THRESHOLD:
+            logger.info('A2D/JHMDB masks thresholded at %g (--threshold; the original always uses %g)',
+                        args.threshold, ORIGINAL_A2D_THRESHOLD)
         return {'segm': A2DSentencesPostProcess(threshold=args.threshold)}
     return {}
