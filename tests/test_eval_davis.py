@@ -7,6 +7,7 @@ the rectangle rows a-1..b, cols c-1..d (the pixels whose 2x2 window down-right i
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -232,16 +233,45 @@ def test_cli_end_to_end(tiny_davis):
     # beta_2: J = [1/7, 1/7, 1/7, 1] -> mean 10/28 = 0.357, recall 1/4, quarters frames 0..1 and 2..3
     # -> decay 1/7 - 4/7 = -3/7. F = [9/16] * 3 + [1] -> mean 43/64 = 0.672, recall 1, decay
     # 9/16 - 25/32 = -7/32. alpha_1 and beta_1 are perfect (mean 1, recall 1, decay 0).
-    # Global: J-Mean (2 + 10/28) / 3 = 0.786, J-Recall 2.25 / 3 = 0.750, J-Decay -1/7 = -0.143,
-    # F-Mean (2 + 43/64) / 3 = 57/64 = 0.891, F-Recall 1, F-Decay -7/96 = -0.073, J&F 0.838.
+    # Global: J-Mean (2 + 10/28) / 3 = 0.785714, J-Recall 2.25 / 3 = 0.75, J-Decay -1/7 = -0.142857,
+    # F-Mean (2 + 43/64) / 3 = 57/64 = 0.890625, F-Recall 1, F-Decay -7/96 = -0.0729167, J&F 0.838170.
+    # Written as the original's eval_davis.py does ('%.5f': 0.890625 and 0.671875, exact in binary, round
+    # to even).
     with open(os.path.join(results, 'global_results-val.csv')) as csv_file:
         assert csv_file.read() == ('J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay\n'
-                                   '0.838,0.786,0.750,-0.143,0.891,1.000,-0.073\n')
+                                   '0.83817,0.78571,0.75000,-0.14286,0.89062,1.00000,-0.07292\n')
     with open(os.path.join(results, 'per-sequence_results-val.csv')) as csv_file:
         assert csv_file.read() == ('Sequence,J-Mean,F-Mean\n'
-                                   'alpha_1,1.000,1.000\n'
-                                   'beta_1,1.000,1.000\n'
-                                   'beta_2,0.357,0.672\n')
+                                   'alpha_1,1.00000,1.00000\n'
+                                   'beta_1,1.00000,1.00000\n'
+                                   'beta_2,0.35714,0.67188\n')
+    assert '0.83817  0.78571' in run.stdout
+
+
+def test_mean_over_several_results_folders(tiny_davis, tmp_path):
+    """The four annotators' folders in one run: each gets its csv files, and the mean of their global
+    rows (taken at full precision) is printed, in percent too, and written to --mean_csv."""
+    davis_root, results = tiny_davis
+    other = str(tmp_path / 'other')
+    shutil.copytree(results, other)
+    for name in sorted(os.listdir(os.path.join(other, 'beta'))):
+        save_png(rectangle((12, 24), (2, 5), (2, 5)), os.path.join(other, 'beta', name))
+    rows = [evaluate_davis(folder, davis_root, progress=False)[0] for folder in (results, other, other, other)]
+    mean_csv = str(tmp_path / 'mean.csv')
+    run = subprocess.run([sys.executable, 'eval_davis.py', '--davis_path', davis_root, '--mean_csv', mean_csv,
+                          '--results_path', results, other, other, other],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count('Global results for val') == 4
+    assert os.path.exists(os.path.join(other, 'global_results-val.csv'))
+    mean = {column: np.mean([row[column] for row in rows]) for column in rows[0]}
+    assert rows[0]['J&F-Mean'] != rows[1]['J&F-Mean']
+    with open(mean_csv) as csv_file:
+        assert csv_file.read().splitlines() == ['J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay', ','.join(
+            '%.5f' % mean[column] for column in ('J&F-Mean', 'J-Mean', 'J-Recall', 'J-Decay', 'F-Mean',
+                                                 'F-Recall', 'F-Decay'))]
+    assert (f"J&F {100 * mean['J&F-Mean']:.1f}  J {100 * mean['J-Mean']:.1f}  F {100 * mean['F-Mean']:.1f}"
+            in run.stdout)
 
 
 def test_semi_supervised_uses_inner_frames_and_keeps_void(tiny_davis):

@@ -54,8 +54,9 @@ def test_recipes_run_on_synthetic_data(tmp_path):
 
     log = run(['bash', 'scripts/dist_test_davis.sh', out / 'davis', out / 'ytvos' / 'checkpoint.pth', *overrides],
               tmp_path / 'davis.log')
-    assert log.count('Global results') == 4
+    assert log.count('Global results') == 4 and 'Mean of the global results of 4 folders' in log
     assert all((out / 'davis' / 'valid' / f'anno_{a}' / 'global_results-val.csv').exists() for a in range(4))
+    assert (out / 'davis' / 'valid' / 'global_results-val-mean.csv').exists()
 
     log = run(['python', 'main.py', '--config', 'configs/jhmdb_r50.args', '--resume', out / 'a2d' / 'checkpoint.pth',
                '--output_dir', out / 'jhmdb', *overrides], tmp_path / 'jhmdb.log')
