@@ -65,7 +65,7 @@ def test_checkpoint_of_another_model_is_a_clear_error(tmp_path):
     with pytest.raises(RuntimeError) as error:
         load_checkpoint_file(build(), str(path))
     message = str(error.value)
-    assert 'does not fit this model' in message and 'missing keys: backbone.0.body.conv1.weight' in message
+    assert 'does not fit this model' in message and 'missing keys: transformer.level_embed' in message
     assert 'unexpected keys: conv1.weight' in message
 
 
