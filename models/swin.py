@@ -64,10 +64,11 @@ SIZES = {
 }
 IMAGE_SWINS = {f'swin_{size}_p4w7': SIZES[size] for size in 'tsbl'}
 VIDEO_SWINS = {f'video_swin_{size}_p4w7': SIZES[size] for size in 'tsb'}
-# Largest stochastic depth (drop path) rate, reached by the last block: the authors' image Swin default, and
-# the rate the original video wrapper (MTTR's `VideoSwinTransformerBackbone`, reused by ReferFormer) passes.
-IMAGE_DROP_PATH = 0.2
-VIDEO_DROP_PATH = 0.1
+# Largest stochastic depth (drop path) rate, reached by the last block: the original's configuration of each
+# backbone (its image Swin and Video Swin configs, which its video wrapper passes on).
+DROP_PATH_RATES = {'swin_t_p4w7': 0.2, 'swin_s_p4w7': 0.2, 'swin_b_p4w7': 0.3, 'swin_l_p4w7': 0.3,
+                   'video_swin_t_p4w7': 0.2, 'video_swin_s_p4w7': 0.2, 'video_swin_b_p4w7': 0.2}
+DEFAULT_DROP_PATH = 0.2
 PRETRAINED_REQUIRED = ("Swin backbones are initialised from the authors' checkpoint: "
                        "pass --backbone_pretrained PATH (or none)")
 
@@ -290,7 +291,7 @@ class SwinBody(SwinBodyBase):
     LayerNorm."""
     fresh_keys = tuple(f'norm{i}.' for i in range(4))
 
-    def __init__(self, size: SwinSize, drop_path_rate: float = IMAGE_DROP_PATH, use_checkpoint: bool = False):
+    def __init__(self, size: SwinSize, drop_path_rate: float = DEFAULT_DROP_PATH, use_checkpoint: bool = False):
         super().__init__(SwinTransformer(size, drop_path_rate, use_checkpoint), size)
 
     def forward(self, frames: NestedTensor) -> List[NestedTensor]:
@@ -302,7 +303,7 @@ class VideoSwinBody(SwinBodyBase):
     `[(B T), C_l, h_l, w_l]` (see `VideoSwinTransformer`)."""
     takes_clips = True
 
-    def __init__(self, size: SwinSize, drop_path_rate: float = VIDEO_DROP_PATH, use_checkpoint: bool = False):
+    def __init__(self, size: SwinSize, drop_path_rate: float = DEFAULT_DROP_PATH, use_checkpoint: bool = False):
         super().__init__(VideoSwinTransformer(size, drop_path_rate, use_checkpoint), size)
 
     @staticmethod
@@ -331,9 +332,9 @@ def build_swin_body(name: str, pretrained: Union[str, None, bool], train_backbon
     if pretrained is None:
         raise ValueError(PRETRAINED_REQUIRED)
     if name in IMAGE_SWINS:
-        body = SwinBody(IMAGE_SWINS[name], use_checkpoint=use_checkpoint)
+        body = SwinBody(IMAGE_SWINS[name], DROP_PATH_RATES[name], use_checkpoint)
     else:
-        body = VideoSwinBody(VIDEO_SWINS[name], use_checkpoint=use_checkpoint)
+        body = VideoSwinBody(VIDEO_SWINS[name], DROP_PATH_RATES[name], use_checkpoint)
     if pretrained is not False:
         body.load_authors_checkpoint(pretrained, name)
     body.requires_grad_(train_backbone)

@@ -23,14 +23,14 @@ from models.swin import (IMAGE_SWINS, PRETRAINED_REQUIRED, VIDEO_SWINS, SwinBody
 from tests.conftest import clip_targets, parse_args, random_clips
 from util.misc import NestedTensor
 
-DOCUMENTED = {  # name: (channels, blocks per stage, heads per stage)
-    'swin_t_p4w7': ([96, 192, 384, 768], [2, 2, 6, 2], [3, 6, 12, 24]),
-    'swin_s_p4w7': ([96, 192, 384, 768], [2, 2, 18, 2], [3, 6, 12, 24]),
-    'swin_b_p4w7': ([128, 256, 512, 1024], [2, 2, 18, 2], [4, 8, 16, 32]),
-    'swin_l_p4w7': ([192, 384, 768, 1536], [2, 2, 18, 2], [6, 12, 24, 48]),
-    'video_swin_t_p4w7': ([96, 192, 384, 768], [2, 2, 6, 2], [3, 6, 12, 24]),
-    'video_swin_s_p4w7': ([96, 192, 384, 768], [2, 2, 18, 2], [3, 6, 12, 24]),
-    'video_swin_b_p4w7': ([128, 256, 512, 1024], [2, 2, 18, 2], [4, 8, 16, 32]),
+DOCUMENTED = {  # name: (channels, blocks per stage, heads per stage, last block's drop path rate)
+    'swin_t_p4w7': ([96, 192, 384, 768], [2, 2, 6, 2], [3, 6, 12, 24], 0.2),
+    'swin_s_p4w7': ([96, 192, 384, 768], [2, 2, 18, 2], [3, 6, 12, 24], 0.2),
+    'swin_b_p4w7': ([128, 256, 512, 1024], [2, 2, 18, 2], [4, 8, 16, 32], 0.3),
+    'swin_l_p4w7': ([192, 384, 768, 1536], [2, 2, 18, 2], [6, 12, 24, 48], 0.3),
+    'video_swin_t_p4w7': ([96, 192, 384, 768], [2, 2, 6, 2], [3, 6, 12, 24], 0.2),
+    'video_swin_s_p4w7': ([96, 192, 384, 768], [2, 2, 18, 2], [3, 6, 12, 24], 0.2),
+    'video_swin_b_p4w7': ([128, 256, 512, 1024], [2, 2, 18, 2], [4, 8, 16, 32], 0.2),
 }
 TINY = SwinSize(16, (2, 2, 2, 2), (1, 2, 2, 4))
 SMALL_BIFIT = ['--dim_feedforward', '64', '--enc_layers', '1', '--dec_layers', '2', '--num_queries', '3',
@@ -198,7 +198,7 @@ def test_every_swin_option_has_a_body():
 
 @pytest.mark.parametrize('name', list(DOCUMENTED))
 def test_variants_have_the_documented_configuration(name):
-    channels, depths, heads = DOCUMENTED[name]
+    channels, depths, heads, drop_path = DOCUMENTED[name]
     video = name.startswith('video')
     with torch.device('meta'):
         body = build_swin_body(name, False, train_backbone=True, use_checkpoint=False)
@@ -216,7 +216,7 @@ def test_variants_have_the_documented_configuration(name):
     assert [merging.reduction.in_features for merging in mergings] == [4 * c for c in channels[:-1]]
     assert stages[-1].downsample is None and (not video or all(stage.downsample is None for stage in stages))
     rates = [block.stochastic_depth.p for stage in stages for block in stage.blocks]
-    assert rates[0] == 0 and rates[-1] == pytest.approx(0.1 if video else 0.2)
+    assert rates[0] == 0 and rates[-1] == pytest.approx(drop_path)
     assert body.body.patch_embed.proj.weight.shape == (
         (channels[0], 3, 1, 4, 4) if video else (channels[0], 3, 4, 4))
     assert all(p.requires_grad for p in body.parameters())
