@@ -19,6 +19,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from util.davis_metrics import GLOBAL_COLUMNS, TASKS, evaluate_davis
+from util.files import atomic_write
 
 NUMBER_FORMAT = '%.5f'  # the original's `to_csv(float_format='%.5f')`
 
@@ -50,8 +51,8 @@ def formatted(row: Sequence) -> List[str]:
 
 
 def write_csv(path: str, header: Sequence[str], rows: List[Sequence]) -> None:
-    """Writes a csv, numbers with 5 decimals."""
-    with open(path, 'w', newline='') as file:
+    """Writes a csv (atomically), numbers with 5 decimals."""
+    with atomic_write(path, newline='') as file:
         writer = csv.writer(file, lineterminator='\n')
         writer.writerow(header)
         writer.writerows([formatted(row) for row in rows])

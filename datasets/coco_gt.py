@@ -5,7 +5,7 @@ from typing import Iterable, Tuple
 import numpy as np
 import pycocotools.mask as mask_util
 
-from .files import write_json
+from util.files import write_json
 
 
 def write_coco_ground_truth(samples: Iterable[Tuple[str, np.ndarray]], path: Path) -> None:

@@ -16,12 +16,11 @@ from pycocotools.coco import COCO
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from util.files import require
 from .clip_dataset import ClipDataset
-from .files import require
 from .targets import clip_target
 from .transforms_video import make_video_transforms
 
-REFEXP_DATASETS = ('refcoco', 'refcoco+', 'refcocog')
 CONVERT_HINT = 'write it with python tools/convert_refexp_to_coco.py, see data.md'
 
 

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from util.files import read_json, require
 from .categories import DAVIS_CONVERT_HINT, YTVOS_CATEGORY_IDS, davis_category_ids
 from .clip_dataset import ClipDataset
-from .files import read_json, require
 from .sampling import consecutive_window, sample_train_frames
 from .targets import clip_target
 from .transforms_video import make_video_transforms

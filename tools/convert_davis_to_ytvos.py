@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from datasets.files import read_json, require, write_json  # noqa: E402
+from util.files import read_json, require, write_json  # noqa: E402
 
 ANNOTATION_FILES = ('Davis17_annot1.txt', 'Davis17_annot1_full_video.txt', 'Davis17_annot2.txt',
                     'Davis17_annot2_full_video.txt')

@@ -18,7 +18,7 @@ from typing import Dict, Sequence
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from datasets.files import read_json, require, write_json  # noqa: E402
+from util.files import read_json, require, write_json  # noqa: E402
 
 SPLIT_BY = {'refcoco': 'unc', 'refcoco+': 'unc', 'refcocog': 'umd'}
 

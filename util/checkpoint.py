@@ -1,11 +1,13 @@
-"""Reading BIFIT checkpoints into a model, and writing checkpoints atomically."""
+"""Reading checkpoints (BIFIT's, and the pretrained weights of its parts) and loading them into a model, and
+writing checkpoints atomically."""
 import logging
 import os
-import tempfile
 from typing import Dict, List, Tuple
 
 import torch
 from torch import Tensor, nn
+
+from util.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +22,16 @@ def read_checkpoint(path: str) -> Dict:
         return torch.load(path, map_location='cpu', weights_only=False)
     except Exception as error:
         raise RuntimeError(f'{path} is not a readable PyTorch checkpoint ({error})') from error
+
+
+def read_state_dict(path: str) -> Dict[str, Tensor]:
+    """The weights of a pretrained file (`--backbone_pretrained`): a bare state dict, or the one it holds
+    under 'model' (the image Swin checkpoints) and/or 'state_dict' (the Video Swin ones)."""
+    checkpoint = read_checkpoint(path)
+    for key in ('model', 'state_dict'):
+        if isinstance(checkpoint, dict) and key in checkpoint and isinstance(checkpoint[key], dict):
+            checkpoint = checkpoint[key]
+    return checkpoint
 
 
 def model_state_dict(checkpoint: Dict) -> Dict[str, Tensor]:
@@ -78,18 +90,6 @@ def load_checkpoint_file(model: nn.Module, path: str) -> Dict:
 
 
 def save_checkpoint_atomic(obj: Dict, path: str) -> None:
-    """`torch.save` to a temporary file in the same folder, then rename: a crash never leaves a
-    truncated checkpoint at `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp_path = tempfile.mkstemp(prefix='.tmp-', suffix='.pth', dir=folder)
-    try:
-        with os.fdopen(handle, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    """`torch.save` through `atomic_write`: a crash never leaves a truncated checkpoint at `path`."""
+    with atomic_write(path, 'wb') as f:
+        torch.save(obj, f)
