@@ -9,7 +9,6 @@ A recipe:     python main.py --config configs/ytvos_r50.args [more flags that ov
 import argparse
 import json
 import logging
-import os
 import random
 import time
 from bisect import bisect_right
@@ -22,7 +21,7 @@ from torch import nn
 from torch.optim.lr_scheduler import MultiStepLR
 
 import opts
-from datasets import build_dataset
+from datasets import build_dataset, ground_truth_file
 from datasets.loaders import build_data_loader, set_epoch
 from engine import evaluate_a2d, evaluate_mask_iou, train_one_epoch
 from models import build_model
@@ -32,10 +31,6 @@ from util.logger import setup_logging
 from util.misc import get_rank, init_distributed_mode, is_main_process
 
 logger = logging.getLogger('bifit')
-
-GT_FILES = {'a2d': ('a2d_path', 'a2d_sentences_test_annotations_in_coco_format.json'),
-            'jhmdb': ('jhmdb_path', 'jhmdb_sentences_gt_annotations_in_coco_format.json')}
-
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser('BIFIT training and evaluation', parents=[opts.get_args_parser()],
@@ -190,10 +185,9 @@ def main(args) -> Dict[str, float]:
             args.start_epoch = restore_training_state(checkpoint, optimizer, lr_scheduler, resume)
             logger.info('resumed %s at epoch %d', resume, args.start_epoch)
 
-    evaluate = args.dataset_file in GT_FILES
+    gt_file = ground_truth_file(args)
+    evaluate = gt_file is not None
     if evaluate:
-        path_option, gt_name = GT_FILES[args.dataset_file]
-        gt_file = os.path.join(getattr(args, path_option), gt_name)
         data_loader_val = build_data_loader(build_dataset('val', args), args, train=False)
     if args.eval:
         if evaluate:

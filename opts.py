@@ -10,10 +10,9 @@ from typing import List, Optional
 
 import torch
 
-BACKBONES = ('resnet18', 'resnet34', 'resnet50', 'resnet101',
-             'swin_t_p4w7', 'swin_s_p4w7', 'swin_b_p4w7', 'swin_l_p4w7',
-             'video_swin_t_p4w7', 'video_swin_s_p4w7', 'video_swin_b_p4w7')
-DATASETS = ('ytvos', 'davis', 'a2d', 'jhmdb', 'refcoco', 'refcoco+', 'refcocog', 'all', 'joint')
+from models.backbone import BACKBONES
+from util.benchmarks import DATASETS
+from util.video_io import EVAL_SHORT_SIDE
 
 
 def default_device() -> str:
@@ -86,7 +85,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument('--text_encoder', default='roberta-base', type=str,
                        help='(new) Hugging Face name or local directory of the RoBERTa text encoder')
     group.add_argument('--freeze_text_encoder', action='store_true')
-    group.add_argument('--masks', action='store_true', help='segmentation head (always on)')
+    group.add_argument('--masks', action='store_true',
+                       help='accepted for the original command lines: the segmentation head is always on')
     group.add_argument('--mask_dim', default=256, type=int)
     group.add_argument('--controller_layers', default=3, type=int)
     group.add_argument('--dynamic_mask_channels', default=8, type=int)
@@ -106,7 +106,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument('--cls_loss_coef', default=2, type=float)
     group.add_argument('--bbox_loss_coef', default=5, type=float)
     group.add_argument('--giou_loss_coef', default=2, type=float)
-    group.add_argument('--eos_coef', default=0.1, type=float)
+    group.add_argument('--eos_coef', default=0.1, type=float,
+                       help='accepted for compatibility and unused, as in the original (its focal classification '
+                            'loss has no no-object weight)')
     group.add_argument('--focal_alpha', default=0.25, type=float)
 
     group = parser.add_argument_group('data')
@@ -119,7 +121,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument('--max_skip', default=3, type=int, help='largest gap to the anchor of the near frames')
     group.add_argument('--max_size', default=640, type=int, help='largest side of a resized frame')
     group.add_argument('--binary', action='store_true', help='one "referred" class instead of categories')
-    group.add_argument('--remove_difficult', action='store_true')
+    group.add_argument('--remove_difficult', action='store_true',
+                       help='accepted for compatibility and unused, as in the original')
 
     group = parser.add_argument_group('run')
     group.add_argument('--output_dir', default='output', help='where checkpoints, logs and results go')
@@ -131,14 +134,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                             'continue: model, optimizer, scheduler and epoch; the learning rates are those of '
                             'this command line, decayed for the milestones the checkpoint has passed')
     group.add_argument('--start_epoch', default=0, type=int, metavar='N')
-    group.add_argument('--eval', action='store_true', help='evaluate only (A2D / JHMDB)')
+    group.add_argument('--eval', action='store_true',
+                       help='evaluate only: A2D-Sentences / JHMDB-Sentences metrics, or (new) the mask IoU of '
+                            'held-out clips with masks in the Ref-YouTube-VOS layout (--dataset_file ytvos or davis: '
+                            'Ref-Shapes, converted Ref-DAVIS17)')
     group.add_argument('--num_workers', default=4, type=int)
     group.add_argument('--threshold', default=0.5, type=float,
                        help='mask probability threshold of the Ref-YouTube-VOS masks, the demo and the held-out '
                             'mask IoU; (new) also of the A2D/JHMDB evaluation masks, which the original always '
                             'thresholds at 0.5: the default reproduces its numbers, another value changes the '
                             "A2D/JHMDB masks and so their mAP, precision and IoU (Ref-DAVIS17's 0.5 is fixed)")
-    group.add_argument('--short_side', default=360, type=int,
+    group.add_argument('--short_side', default=EVAL_SHORT_SIDE, type=int,
                        help='(new) inference scripts: frames resized to this short side (the protocol: 360)')
     group.add_argument('--ngpu', default=2, type=int,
                        help='worker processes for Ref-YTVOS / Ref-DAVIS inference (one per GPU)')

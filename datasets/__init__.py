@@ -6,12 +6,16 @@
 - `transforms_video.py`: augmentation and normalisation; `loaders.py`: collate and DataLoaders;
 - `categories.py`, `coco_gt.py`, `files.py`, `clip_dataset.py`: shared pieces.
 """
+from pathlib import Path
+from typing import Optional
+
 from torch.utils.data import ConcatDataset, Dataset
 
+from util.benchmarks import COCO_GROUND_TRUTH_FILES, REFEXP_DATASETS
 from . import a2d, jhmdb, refexp, ytvos
 from .loaders import build_data_loader, collate_fn, set_epoch
 
-__all__ = ['build_dataset', 'build_data_loader', 'collate_fn', 'set_epoch']
+__all__ = ['build_dataset', 'build_data_loader', 'collate_fn', 'ground_truth_file', 'set_epoch']
 
 
 def build_dataset(image_set: str, args) -> Dataset:
@@ -26,11 +30,20 @@ def build_dataset(image_set: str, args) -> Dataset:
         return a2d.build(image_set, args)
     if name == 'jhmdb':
         return jhmdb.build(image_set, args)
-    if name in refexp.REFEXP_DATASETS:
+    if name in REFEXP_DATASETS:
         return refexp.build(name, image_set, args)
     if name in ('all', 'joint'):
-        parts = [refexp.build(refexp_name, image_set, args) for refexp_name in refexp.REFEXP_DATASETS]
+        parts = [refexp.build(refexp_name, image_set, args) for refexp_name in REFEXP_DATASETS]
         if name == 'joint' and image_set == 'train':
             parts.append(ytvos.build('train', args))
         return ConcatDataset(parts)
     raise ValueError(f'unknown dataset_file {name!r}')
+
+
+def ground_truth_file(args) -> Optional[Path]:
+    """The COCO-format ground truth that the evaluation of `args.dataset_file` scores against (A2D-Sentences
+    and JHMDB-Sentences; their 'val' dataset writes it when missing), or None for the other benchmarks."""
+    roots = {'a2d': args.a2d_path, 'jhmdb': args.jhmdb_path}
+    if args.dataset_file not in COCO_GROUND_TRUTH_FILES:
+        return None
+    return Path(roots[args.dataset_file]) / COCO_GROUND_TRUTH_FILES[args.dataset_file]

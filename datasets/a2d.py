@@ -22,16 +22,16 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from util.benchmarks import COCO_GROUND_TRUTH_FILES
+from util.files import read_json, require, write_json
 from .clip_dataset import ClipDataset
 from .coco_gt import write_coco_ground_truth
-from .files import read_json, require, write_json
 from .sampling import centred_window, sample_train_frames
 from .targets import clip_target
 from .transforms_video import make_video_transforms
 
 SUBSET_USAGE = {'train': 0, 'test': 1}
 SAMPLES_FILE = 'a2d_sentences_single_frame_{}_annotations.json'
-COCO_GT_FILE = 'a2d_sentences_test_annotations_in_coco_format.json'
 
 
 def a2d_image_id(video: str, frame: int, instance: int) -> str:
@@ -114,12 +114,13 @@ def prepare_a2d(root: Path, subset: str) -> Path:
     samples_file = root / SAMPLES_FILE.format(subset)
     if not samples_file.exists():
         write_json(a2d_samples(root, subset), samples_file)
-    if subset == 'test' and not (root / COCO_GT_FILE).exists():
+    ground_truth = root / COCO_GROUND_TRUTH_FILES['a2d']
+    if subset == 'test' and not ground_truth.exists():
         mask_dir = root / 'text_annotations' / 'a2d_annotation_with_instances'
         samples = tqdm(read_json(samples_file, 'A2D-Sentences test samples'), desc='A2D-Sentences COCO ground truth')
         write_coco_ground_truth(((a2d_image_id(video, frame, instance),
                                   h5_instance_mask(mask_dir / video / f'{frame:05d}.h5', instance))
-                                 for _, video, frame, instance in samples), root / COCO_GT_FILE)
+                                 for _, video, frame, instance in samples), ground_truth)
     return samples_file
 
 

@@ -1,18 +1,10 @@
-"""Category names and ids: the 65 Ref-YouTube-VOS categories and the Ref-DAVIS17 ones."""
+"""Category ids: those of the 65 Ref-YouTube-VOS categories, and the Ref-DAVIS17 ones (read from the converted data)."""
 from pathlib import Path
 from typing import Dict
 
-from .files import read_json
+from util.benchmarks import YTVOS_CATEGORIES
+from util.files import read_json
 
-YTVOS_CATEGORIES = (
-    'airplane', 'ape', 'bear', 'bike', 'bird', 'boat', 'bucket', 'bus', 'camel', 'cat', 'cow', 'crocodile',
-    'deer', 'dog', 'dolphin', 'duck', 'eagle', 'earless_seal', 'elephant', 'fish', 'fox', 'frisbee', 'frog',
-    'giant_panda', 'giraffe', 'hand', 'hat', 'hedgehog', 'horse', 'knife', 'leopard', 'lion', 'lizard',
-    'monkey', 'motorbike', 'mouse', 'others', 'owl', 'paddle', 'parachute', 'parrot', 'penguin', 'person',
-    'plant', 'rabbit', 'raccoon', 'sedan', 'shark', 'sheep', 'sign', 'skateboard', 'snail', 'snake',
-    'snowboard', 'squirrel', 'surfboard', 'tennis_racket', 'tiger', 'toilet', 'train', 'truck', 'turtle',
-    'umbrella', 'whale', 'zebra',
-)
 YTVOS_CATEGORY_IDS: Dict[str, int] = {name: i for i, name in enumerate(YTVOS_CATEGORIES)}
 
 DAVIS_CONVERT_HINT = 'convert Ref-DAVIS17 first: python tools/convert_davis_to_ytvos.py --davis_path ...'

@@ -19,15 +19,15 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from util.benchmarks import COCO_GROUND_TRUTH_FILES
+from util.files import read_json, require, write_json
 from .clip_dataset import ClipDataset
 from .coco_gt import write_coco_ground_truth
-from .files import read_json, require, write_json
 from .sampling import centred_window
 from .targets import clip_target
 from .transforms_video import make_video_transforms
 
 METADATA_FILE = 'jhmdb_sentences_samples_metadata.json'
-COCO_GT_FILE = 'jhmdb_sentences_gt_annotations_in_coco_format.json'
 
 
 def jhmdb_image_id(video: str, frame: int) -> str:
@@ -77,13 +77,14 @@ def prepare_jhmdb(root: Path) -> Path:
     metadata_file = root / METADATA_FILE
     if not metadata_file.exists():
         write_json(jhmdb_samples(root), metadata_file)
-    if not (root / COCO_GT_FILE).exists():
+    ground_truth_file = root / COCO_GROUND_TRUTH_FILES['jhmdb']
+    if not ground_truth_file.exists():
         ground_truth = []
         for video, frame_path, masks_path, _, _ in tqdm(read_json(metadata_file, 'JHMDB-Sentences samples'),
                                                         desc='JHMDB-Sentences COCO ground truth'):
             _, chosen, mask = chosen_frame(root, frame_path, masks_path)
             ground_truth.append((jhmdb_image_id(video, chosen), mask))
-        write_coco_ground_truth(ground_truth, root / COCO_GT_FILE)
+        write_coco_ground_truth(ground_truth, ground_truth_file)
     return metadata_file
 
 

@@ -17,12 +17,11 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from util.box_ops import box_xyxy_to_cxcywh
+from util.video_io import EVAL_SHORT_SIDE, IMAGENET_MEAN, IMAGENET_STD
 
 Frames = List[Image.Image]
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 TRAIN_SCALES = [288, 320, 352, 392, 416, 448, 480, 512]
-VAL_SIZE, VAL_MAX_SIZE = 360, 640
+VAL_MAX_SIZE = 640
 _LEFT_RIGHT = re.compile(r'\b(left|right)\b')
 
 
@@ -180,5 +179,5 @@ def make_video_transforms(image_set: str, max_size: int = VAL_MAX_SIZE) -> Compo
             Normalize(),
         ])
     if image_set == 'val':
-        return Compose([RandomResize([VAL_SIZE], min(VAL_MAX_SIZE, max_size)), Normalize()])
+        return Compose([RandomResize([EVAL_SHORT_SIDE], min(VAL_MAX_SIZE, max_size)), Normalize()])
     raise ValueError(f"unknown image_set {image_set!r}: expected 'train' or 'val'")

@@ -12,16 +12,17 @@ from typing import Dict, Tuple
 
 from torch import nn
 
-from .bifit import BIFIT, build_bifit, num_classes_for
+from util.benchmarks import num_classes
+from .bifit import BIFIT, build_bifit
 from .criterion import SetCriterion, build_criterion
 from .matcher import build_matcher
 from .postprocessors import build_postprocessors
 
 
 def build_model(args) -> Tuple[BIFIT, SetCriterion, Dict[str, nn.Module]]:
-    """(model, criterion, postprocessors) for the options of `opts.py`; `--masks` is always on."""
-    args.masks = True
-    num_classes = num_classes_for(args)
+    """(model, criterion, postprocessors) for the options of `opts.py` (the segmentation head is always on,
+    whatever `--masks` says); `args` is only read."""
+    classes = num_classes(args.dataset_file, args.binary)
     model = build_bifit(args)
-    criterion = build_criterion(args, num_classes, build_matcher(args, num_classes))
+    criterion = build_criterion(args, classes, build_matcher(args, classes))
     return model, criterion, build_postprocessors(args)

@@ -4,7 +4,7 @@
 body wrapper, `backbone.1` the position embedding), as in the released checkpoints.
 """
 import logging
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -14,31 +14,21 @@ from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from util.misc import NestedTensor
+from util.checkpoint import read_state_dict
+from util.misc import NestedTensor, downsample_mask
 from .position_encoding import build_position_encoding
+from .swin import IMAGE_SWINS, VIDEO_SWINS, build_swin_body
 
 logger = logging.getLogger(__name__)
 
 RESNETS = ('resnet18', 'resnet34', 'resnet50', 'resnet101')
-
-
-def downsample_mask(mask: Tensor, size) -> Tensor:
-    """Nearest-neighbour resize of a padding mask `[N, H, W]` to `[N, *size]`."""
-    return F.interpolate(mask[None].float(), size=size).to(torch.bool)[0]
+BACKBONES = (*RESNETS, *IMAGE_SWINS, *VIDEO_SWINS)
 
 
 def _stage_channels(stage: nn.Module) -> int:
     """Output channels of a ResNet stage: those of the last convolution of its last block."""
     convs = [m for m in stage[-1].modules() if isinstance(m, nn.Conv2d)]
     return convs[-1].out_channels
-
-
-def _read_state_dict(path: str) -> Dict[str, Tensor]:
-    checkpoint = torch.load(path, map_location='cpu', weights_only=False)
-    for key in ('model', 'state_dict'):
-        if isinstance(checkpoint, dict) and key in checkpoint and isinstance(checkpoint[key], dict):
-            checkpoint = checkpoint[key]
-    return checkpoint
 
 
 def load_resnet_weights(resnet: nn.Module, name: str, pretrained: str) -> None:
@@ -53,7 +43,7 @@ def load_resnet_weights(resnet: nn.Module, name: str, pretrained: str) -> None:
                 f"--backbone_pretrained PATH (a local {name} state dict) or --backbone_pretrained none "
                 f"(random backbone), or --resume / --pretrained_weights with a full BIFIT checkpoint.") from error
     else:
-        state_dict = _read_state_dict(pretrained)
+        state_dict = read_state_dict(pretrained)
     state_dict = {k: v for k, v in state_dict.items() if not k.startswith('fc.')}
     missing, unexpected = resnet.load_state_dict(state_dict, strict=False)
     missing = [k for k in missing if not k.startswith('fc.')]
@@ -163,8 +153,7 @@ def build_backbone(args) -> Joiner:
     pretrained = backbone_weights_source(args)
     if args.backbone in RESNETS:
         body = ResNetBody(args.backbone, train_backbone, args.dilation, pretrained)
-    elif 'swin' in args.backbone:
-        from .swin import build_swin_body  # imported here: swin.py builds on this module's helpers
+    elif args.backbone in IMAGE_SWINS or args.backbone in VIDEO_SWINS:
         body = build_swin_body(args.backbone, pretrained, train_backbone, args.use_checkpoint)
     else:
         raise ValueError(f'unknown backbone {args.backbone!r}')

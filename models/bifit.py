@@ -13,8 +13,9 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from util.misc import NestedTensor, nested_tensor_from_videos_list
-from .backbone import build_backbone, downsample_mask
+from util.benchmarks import num_classes
+from util.misc import NestedTensor, downsample_mask, nested_tensor_from_videos_list
+from .backbone import build_backbone
 from .deformable_transformer import DeformableTransformer, build_deformable_transformer, inverse_sigmoid
 from .dynamic_mask_head import dynamic_mask_logits, dynamic_param_sizes
 from .layers import MLP, clones
@@ -196,12 +197,6 @@ class BIFIT(nn.Module):
         return out
 
 
-def num_classes_for(args) -> int:
-    if args.binary or args.dataset_file in ('a2d', 'jhmdb'):
-        return 1
-    return {'ytvos': 65, 'davis': 78}.get(args.dataset_file, 91)
-
-
 def check_supported(args) -> None:
     if args.two_stage:
         raise ValueError('--two_stage is not supported by BIFIT (the decoder queries come from the sentence)')
@@ -214,7 +209,7 @@ def build_bifit(args) -> BIFIT:
     weights_from_checkpoint = bool(args.resume or args.pretrained_weights)
     text_encoder, tokenizer = load_text_encoder(args.text_encoder, weights_from_checkpoint)
     return BIFIT(build_backbone(args), build_deformable_transformer(args), text_encoder, tokenizer,
-                 num_classes=num_classes_for(args), num_queries=args.num_queries, mask_dim=args.mask_dim,
+                 num_classes=num_classes(args.dataset_file, args.binary), num_queries=args.num_queries, mask_dim=args.mask_dim,
                  dim_feedforward=args.dim_feedforward, controller_layers=args.controller_layers,
                  dynamic_mask_channels=args.dynamic_mask_channels, aux_loss=args.aux_loss,
                  with_box_refine=args.with_box_refine, rel_coord=args.rel_coord,

@@ -42,8 +42,8 @@ from torchvision.models.swin_transformer import PatchMerging, ShiftedWindowAtten
 from torchvision.models.video.swin_transformer import (PatchEmbed3d, ShiftedWindowAttention3d,
                                                        shifted_window_attention_3d)
 
-from util.misc import NestedTensor
-from .backbone import _read_state_dict, downsample_mask
+from util.checkpoint import read_state_dict
+from util.misc import NestedTensor, downsample_mask
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ class SwinBodyBase(nn.Module):
     def load_authors_checkpoint(self, path: str, name: str) -> None:
         """Initialise the body from the authors' file; keys that are missing, unknown or of another shape
         are an error naming them."""
-        state_dict = self.from_authors(_read_state_dict(path))
+        state_dict = self.from_authors(read_state_dict(path))
         own = self.body.state_dict()
         missing = [k for k in own if k not in state_dict
                    and not k.endswith('relative_position_index') and not k.startswith(self.fresh_keys)]

@@ -7,9 +7,10 @@ import torch
 from PIL import Image
 
 from datasets.targets import clip_target, mask_boxes
-from datasets.transforms_video import (IMAGENET_MEAN, IMAGENET_STD, Check, Normalize, crop, hflip,
-                                       make_video_transforms, resize, resized_shape, swap_left_right)
+from datasets.transforms_video import (Check, Normalize, crop, hflip, make_video_transforms, resize, resized_shape,
+                                       swap_left_right)
 from util.box_ops import box_cxcywh_to_xyxy
+from util.video_io import IMAGENET_MEAN, IMAGENET_STD
 
 
 def make_clip(height=60, width=80, boxes=((10, 20, 30, 40), (50, 5, 70, 25), None)):

@@ -17,11 +17,12 @@ from datasets import build_data_loader, build_dataset, collate_fn, set_epoch
 from datasets.categories import YTVOS_CATEGORY_IDS
 from datasets.clip_dataset import ClipDataset
 from datasets.targets import clip_target, mask_boxes
-from datasets.transforms_video import IMAGENET_MEAN, IMAGENET_STD, make_video_transforms
+from datasets.transforms_video import make_video_transforms
 from opts import get_args_parser
 from tests.conftest import generate_synthetic
 from tools import make_synthetic_data
 from util.box_ops import box_cxcywh_to_xyxy
+from util.video_io import IMAGENET_MEAN, IMAGENET_STD
 
 KEYS = {'frames_idx', 'caption', 'orig_size', 'size', 'labels', 'boxes', 'masks', 'valid'}
 

@@ -16,12 +16,12 @@ from torchvision.models.video.swin_transformer import SwinTransformer3d
 
 from models import build_model
 from opts import BACKBONES
-from models.backbone import build_backbone, downsample_mask
+from models.backbone import build_backbone
 from util.checkpoint import load_model_weights
 from models.swin import (IMAGE_SWINS, PRETRAINED_REQUIRED, VIDEO_SWINS, SwinBody, SwinSize, VideoSwinBody,
                          build_swin_body)
 from tests.conftest import clip_targets, parse_args, random_clips
-from util.misc import NestedTensor
+from util.misc import NestedTensor, downsample_mask
 
 DOCUMENTED = {  # name: (channels, blocks per stage, heads per stage, last block's drop path rate)
     'swin_t_p4w7': ([96, 192, 384, 768], [2, 2, 6, 2], [3, 6, 12, 24], 0.2),

@@ -30,11 +30,11 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets.a2d import prepare_a2d  # noqa: E402
-from datasets.categories import YTVOS_CATEGORIES  # noqa: E402
-from datasets.files import write_json  # noqa: E402
 from datasets.jhmdb import prepare_jhmdb  # noqa: E402
 from tools.convert_davis_to_ytvos import ANNOTATION_FILES, convert as convert_davis  # noqa: E402
 from tools.convert_refexp_to_coco import convert as convert_refexp  # noqa: E402
+from util.benchmarks import YTVOS_CATEGORIES  # noqa: E402
+from util.files import write_json  # noqa: E402
 
 COLORS = {'red': (220, 40, 40), 'green': (40, 170, 60), 'blue': (40, 80, 225), 'yellow': (235, 205, 40)}
 SHAPES = ('circle', 'square', 'triangle')

@@ -1,9 +1,10 @@
-"""Padded batches (`NestedTensor`) and the small distributed helpers every script uses."""
+"""Padded batches (`NestedTensor`) and their padding masks, and the small distributed helpers every script uses."""
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -22,11 +23,13 @@ class NestedTensor:
         mask = None if self.mask is None else self.mask.to(device, non_blocking=non_blocking)
         return NestedTensor(self.tensors.to(device, non_blocking=non_blocking), mask)
 
-    def decompose(self):
-        return self.tensors, self.mask
-
     def __repr__(self) -> str:
         return f'NestedTensor(tensors={tuple(self.tensors.shape)}, mask={tuple(self.mask.shape)})'
+
+
+def downsample_mask(mask: Tensor, size) -> Tensor:
+    """Nearest-neighbour resize of a padding mask `[N, H, W]` to `[N, *size]`."""
+    return F.interpolate(mask[None].float(), size=size).to(torch.bool)[0]
 
 
 def _padded_shape(shapes: Sequence[Sequence[int]], size_divisibility: int) -> List[int]:

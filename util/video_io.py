@@ -10,18 +10,19 @@ from PIL import Image
 from torch import Tensor
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
-VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v')
-INFERENCE_SHORT_SIDE = 360
+# The evaluation protocol: frames resized to this short side, then normalised with ImageNet's mean and std
+# (as the backbones' pretraining; the training transforms normalise alike).
+EVAL_SHORT_SIDE = 360
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def inference_transform(short_side: int = INFERENCE_SHORT_SIDE) -> T.Compose:
+def inference_transform(short_side: int = EVAL_SHORT_SIDE) -> T.Compose:
     """The evaluation protocol's frame transform: short side resized to 360, normalised."""
     return T.Compose([T.Resize(short_side), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
-def frames_to_clip(frames: Sequence[Image.Image], short_side: int = INFERENCE_SHORT_SIDE) -> Tensor:
+def frames_to_clip(frames: Sequence[Image.Image], short_side: int = EVAL_SHORT_SIDE) -> Tensor:
     """PIL frames -> the normalised clip `[T, 3, h, w]` the model takes, short side `short_side`."""
     transform = inference_transform(short_side)
     return torch.stack([transform(frame) for frame in frames])
