@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from .inter_frame import InterFrameInteraction
 from .layers import clones, post_norm_ffn
 from .ops import MSDeformAttn
-from .ops.ms_deform_attn import Shapes
+from .ops.functions import Shapes
 
 
 def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:

@@ -6,10 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Without autograd, the feed-forward block runs over chunks of tokens whose hidden activations
-# hold at most this many elements (16 MB in float32) instead of materialising them for all tokens
-# at once: less memory, and buffers small enough for the allocator to reuse rather than map anew.
-FFN_CHUNK_ELEMENTS = 2 ** 22
+# Without autograd, the token-wise computations (the feed-forward blocks, the token-wise layers of the pixel
+# decoder's vision-language blocks, the gather of deformable attention) run over chunks of tokens whose
+# largest temporary holds at most this many elements (16 MB in float32) instead of materialising it for
+# all tokens at once: less memory, and buffers small enough for the allocator to reuse rather than map anew.
+CHUNK_ELEMENTS = 2 ** 22
 
 
 class MLP(nn.Module):
@@ -49,12 +50,12 @@ def post_norm_ffn(x: Tensor, linear1: nn.Linear, linear2: nn.Linear, dropout: nn
                   residual_dropout: nn.Module, norm: nn.LayerNorm) -> Tensor:
     """`norm(x + residual_dropout(linear2(dropout(relu(linear1(x))))))` of tokens `[..., C]`.
 
-    Without autograd it runs over chunks of tokens (`FFN_CHUNK_ELEMENTS`).
+    Without autograd it runs over chunks of tokens (`CHUNK_ELEMENTS`).
     """
     def ffn(tokens: Tensor) -> Tensor:
         return norm(tokens + residual_dropout(linear2(dropout(F.relu(linear1(tokens), inplace=True)))))
 
     if torch.is_grad_enabled():
         return ffn(x)
-    rows = max(1, FFN_CHUNK_ELEMENTS // linear1.out_features)
+    rows = max(1, CHUNK_ELEMENTS // linear1.out_features)
     return apply_in_chunks(ffn, [x.reshape(-1, x.shape[-1])], rows).view(x.shape)

@@ -6,13 +6,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from util.misc import NestedTensor
-from .backbone import downsample_mask
+from util.misc import NestedTensor, downsample_mask
+from . import layers
 from .layers import apply_in_chunks, post_norm_ffn
-
-# Without autograd, the token-wise layers of a vision-language block run over chunks of tokens of
-# at most this many elements (16 MB in float32).
-TOKEN_CHUNK_ELEMENTS = 2 ** 22
 
 
 class ConvNorm(nn.Conv2d):
@@ -91,11 +87,11 @@ class VisionLanguageBlock(nn.Module):
                 memory_key_padding_mask: Tensor, pos: Tensor, query_pos: Tensor) -> Tensor:
         """tgt, query_pos `[(T h w), B, C]`; memory (words), pos `[L, B, C]` -> `[(T h w), B, C]`.
 
-        Without autograd, the token-wise layers run over chunks of `TOKEN_CHUNK_ELEMENTS`."""
+        Without autograd, the token-wise layers run over chunks of `layers.CHUNK_ELEMENTS`."""
         attended = self.self_attention(tgt, query_pos, tgt_key_padding_mask, t, h, w)
         if torch.is_grad_enabled():
             return self.token_layers(tgt, attended, query_pos, memory, pos, memory_key_padding_mask)
-        rows = max(1, TOKEN_CHUNK_ELEMENTS // tgt[0].numel())
+        rows = max(1, layers.CHUNK_ELEMENTS // tgt[0].numel())
         return apply_in_chunks(lambda *chunks: self.token_layers(*chunks, memory, pos, memory_key_padding_mask),
                                [tgt, attended, query_pos], rows)
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.ops import MSDeformAttn, dispatch, ms_deform_attn, ms_deform_attn_pytorch
-from models.ops.dispatch import errors_against_pytorch, ms_deform_attn_cuda, random_problem
+from models.ops import MSDeformAttn, extension, ms_deform_attn, ms_deform_attn_pytorch, verification
+from models.ops.extension import ms_deform_attn_cuda
+from models.ops.verification import errors_against_pytorch, random_problem
 
 OPS_DIR = Path(__file__).resolve().parents[1] / 'models' / 'ops'
 SHAPES = [(4, 6), (3, 2)]
@@ -104,8 +105,8 @@ class PyTorchBackedExtension:
 @pytest.fixture
 def cpu_as_extension_device(monkeypatch):
     """Fresh dispatch decisions, with the extension also tried for CPU tensors."""
-    monkeypatch.setattr(dispatch, '_device_verdicts', {})
-    monkeypatch.setattr(dispatch, 'EXTENSION_DEVICE_TYPES', ('cuda', 'cpu'))
+    monkeypatch.setattr(verification, '_device_verdicts', {})
+    monkeypatch.setattr(verification, 'EXTENSION_DEVICE_TYPES', ('cuda', 'cpu'))
     return monkeypatch
 
 
@@ -119,7 +120,7 @@ def dispatch_log(caplog):
     (PyTorchBackedExtension(failure='no kernel image is available'), 'no kernel image'),
 ], ids=['wrong-output', 'wrong-location-gradient', 'kernel-error'])
 def test_dispatch_falls_back_when_extension_disagrees(cpu_as_extension_device, caplog, broken, warning):
-    cpu_as_extension_device.setattr(dispatch, 'load_extension', lambda: (broken, ''))
+    cpu_as_extension_device.setattr(extension, 'load_extension', lambda: (broken, ''))
     problem = small_problem(torch.float32)
     with caplog.at_level(logging.INFO, logger='models.ops'):
         with pytest.warns(UserWarning, match=warning):
@@ -128,7 +129,7 @@ def test_dispatch_falls_back_when_extension_disagrees(cpu_as_extension_device, c
         with warnings.catch_warnings():
             warnings.simplefilter('error')
             output_again = ms_deform_attn(*problem)
-    assert not dispatch.cuda_extension_verified('cpu')
+    assert not verification.cuda_extension_verified('cpu')
     assert broken.forward_calls == calls_during_check
     torch.testing.assert_close(output, ms_deform_attn_pytorch(*problem))
     torch.testing.assert_close(output_again, output)
@@ -137,27 +138,27 @@ def test_dispatch_falls_back_when_extension_disagrees(cpu_as_extension_device, c
 
 
 def test_dispatch_runs_verified_extension_with_autograd(cpu_as_extension_device, caplog):
-    extension = PyTorchBackedExtension()
-    cpu_as_extension_device.setattr(dispatch, 'load_extension', lambda: (extension, ''))
+    fake = PyTorchBackedExtension()
+    cpu_as_extension_device.setattr(extension, 'load_extension', lambda: (fake, ''))
     with caplog.at_level(logging.INFO, logger='models.ops'):
-        assert dispatch.cuda_extension_verified('cpu')
-        assert dispatch.cuda_extension_verified(torch.device('cpu'))
+        assert verification.cuda_extension_verified('cpu')
+        assert verification.cuda_extension_verified(torch.device('cpu'))
     assert dispatch_log(caplog) == ['deformable attention: CUDA extension (verified on cpu)']
 
     problem = small_problem()
     grad_output = torch.randn(2, 3, 2 * 5, dtype=torch.float64)
-    calls_before = extension.forward_calls
+    calls_before = fake.forward_calls
     errors = errors_against_pytorch(ms_deform_attn, problem, grad_output)
-    assert extension.forward_calls == calls_before + 1
+    assert fake.forward_calls == calls_before + 1
     assert max(errors.values()) < 1e-12, errors
 
 
 def test_extension_wrapper_runs_locations_and_weights_in_float32_for_half_value(monkeypatch):
-    extension = PyTorchBackedExtension()
-    monkeypatch.setattr(dispatch, 'load_extension', lambda: (extension, ''))
+    fake = PyTorchBackedExtension()
+    monkeypatch.setattr(extension, 'load_extension', lambda: (fake, ''))
     problem = small_problem(torch.float16)
     output = ms_deform_attn_cuda(*problem)
-    assert extension.dtypes == (torch.float16, torch.float32, torch.float32)
+    assert fake.dtypes == (torch.float16, torch.float32, torch.float32)
     assert output.dtype == torch.float16
     expected = ms_deform_attn_pytorch(*problem.to('cpu', torch.float32, torch.float32))
     torch.testing.assert_close(output.float(), expected, rtol=2e-3, atol=2e-3)
@@ -169,9 +170,9 @@ def test_extension_wrapper_runs_locations_and_weights_in_float32_for_half_value(
                       '`cd models/ops && python setup.py build_ext --inplace`)'),
 ], ids=['cpu-tensors', 'not-built'])
 def test_dispatch_logs_pytorch_path_once(monkeypatch, caplog, extension_device_types, expected_line):
-    monkeypatch.setattr(dispatch, '_device_verdicts', {})
-    monkeypatch.setattr(dispatch, 'EXTENSION_DEVICE_TYPES', extension_device_types)
-    monkeypatch.setattr(dispatch, 'load_extension', lambda: (
+    monkeypatch.setattr(verification, '_device_verdicts', {})
+    monkeypatch.setattr(verification, 'EXTENSION_DEVICE_TYPES', extension_device_types)
+    monkeypatch.setattr(extension, 'load_extension', lambda: (
         None, 'extension not built: run `cd models/ops && python setup.py build_ext --inplace`'))
     problem = small_problem()
     with caplog.at_level(logging.INFO, logger='models.ops'):
@@ -184,10 +185,10 @@ def test_dispatch_logs_pytorch_path_once(monkeypatch, caplog, extension_device_t
 @pytest.mark.parametrize('dtype, tolerance', [(torch.float64, 1e-10), (torch.float32, 2e-5),
                                               (torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
 def test_cuda_extension_matches_pytorch(monkeypatch, dtype, tolerance):
-    if dispatch.load_extension()[0] is None:
-        pytest.skip(dispatch.load_extension()[1])
-    monkeypatch.setattr(dispatch, '_device_verdicts', {})
-    assert dispatch.cuda_extension_verified('cuda')
+    if extension.load_extension()[0] is None:
+        pytest.skip(extension.load_extension()[1])
+    monkeypatch.setattr(verification, '_device_verdicts', {})
+    assert verification.cuda_extension_verified('cuda')
     generator = torch.Generator().manual_seed(0)
     problem = random_problem([(13, 7), (5, 19), (1, 1)], batch=2, queries=1100, heads=4,
                              channels=40, points=3, generator=generator)
@@ -211,10 +212,10 @@ def test_extension_compiles(tmp_path):
     assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
     [library] = (tmp_path / 'lib').glob('_C*.so')
     spec = importlib.util.spec_from_file_location('_C', library)
-    extension = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(extension)
+    compiled = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compiled)
     with pytest.raises(RuntimeError, match='value must be a CUDA tensor'):
-        extension.forward(*small_problem(torch.float32))
+        compiled.forward(*small_problem(torch.float32))
 
 
 @pytest.mark.parametrize('reference_dims', [2, 4])

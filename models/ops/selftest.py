@@ -15,9 +15,9 @@ from typing import List, NamedTuple, Sequence, Tuple
 
 import torch
 
-from .dispatch import (Problem, errors_against_pytorch, load_extension, ms_deform_attn_cuda,
-                       random_problem)
-from .ms_deform_attn import ms_deform_attn_pytorch
+from .extension import load_extension, ms_deform_attn_cuda
+from .functions import ms_deform_attn_pytorch
+from .verification import Problem, errors_against_pytorch, random_problem
 
 TOLERANCES = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 AUTOCAST_TOLERANCE = 1e-2
