@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 import opts
-from engine import mask_probabilities, predict_clip, select_query
+from inference import load_inference_model, mask_probabilities, predict_clip, select_query
 from util.box_ops import box_cxcywh_to_xyxy
-from util.inference_workers import load_inference_model
 from util.logger import setup_logging
 from util.video_io import FrameSource, FrameWriter, frames_to_clip
 from util.visualize import overlay
@@ -42,7 +41,6 @@ def get_parser() -> argparse.ArgumentParser:
 
 @torch.no_grad()
 def main(args) -> None:
-    args.masks = True
     setup_logging()
     if not args.text.strip():
         raise SystemExit('--text is empty: give the sentence that describes the object to segment')

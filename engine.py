@@ -1,15 +1,18 @@
-"""One training epoch and the A2D-Sentences / JHMDB-Sentences evaluation."""
+"""Training (one epoch) and evaluation: the A2D-Sentences / JHMDB-Sentences metrics, and the mask IoU of
+held-out clips with masks."""
 import logging
 import math
-from contextlib import nullcontext
+from pathlib import Path
 from typing import Dict, Iterable, List, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from inference import select_query
 from util.logger import MetricLogger
 from util.misc import all_gather, barrier, is_main_process, reduce_dict, targets_to
+from util.precision import autocast, to_float32
 from util.refer_metrics import evaluate_referring_segmentation
 
 logger = logging.getLogger('bifit')
@@ -17,24 +20,6 @@ logger = logging.getLogger('bifit')
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-def autocast(device: torch.device, enabled: bool):
-    """bfloat16 autocast on CUDA when `enabled` (`--amp`); no-op otherwise."""
-    if enabled and device.type == 'cuda':
-        return torch.autocast(device_type='cuda', dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def to_float32(outputs):
-    """Model outputs in float32, so that the losses are computed in full precision."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs.float()
-    if isinstance(outputs, dict):
-        return {k: to_float32(v) for k, v in outputs.items()}
-    if isinstance(outputs, list):
-        return [to_float32(v) for v in outputs]
-    return outputs
 
 
 def describe_samples(targets: List[Dict]) -> str:
@@ -97,7 +82,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, data_loader: Iterabl
 
 @torch.no_grad()
 def evaluate_a2d(model: nn.Module, data_loader: Iterable, postprocessor: nn.Module, device: torch.device,
-                 gt_file: str, amp: bool = False) -> Dict[str, float]:
+                 gt_file: Path, amp: bool = False) -> Dict[str, float]:
     """A2D-Sentences / JHMDB-Sentences: COCO segm mAP (categories ignored), precision@K, overall and
     mean IoU of the annotated frames, gathered from every process; empty on non-main processes."""
     model.eval()
@@ -119,36 +104,10 @@ def evaluate_a2d(model: nn.Module, data_loader: Iterable, postprocessor: nn.Modu
     predictions = [p for process_predictions in all_gather(predictions) for p in process_predictions]
     metrics = {}
     if is_main_process():
-        metrics = evaluate_referring_segmentation(gt_file, predictions)
+        metrics = evaluate_referring_segmentation(str(gt_file), predictions)
         logger.info('evaluation: %s', ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
     barrier()
     return metrics
-
-
-@torch.no_grad()
-def predict_clip(model: nn.Module, clip: torch.Tensor, caption: str, device: torch.device,
-                 amp: bool = False) -> Dict[str, torch.Tensor]:
-    """Run the model on one clip `[T, 3, h, w]` and one sentence: `pred_logits [T, Q, K]`,
-    `pred_boxes [T, Q, 4]`, `pred_masks [T, Q, h/4, w/4]` (logits) and `reference_points [T, Q, 2]`,
-    in float32 on `device`."""
-    if not caption.strip():
-        raise ValueError('empty expression: BIFIT needs a sentence that describes the object')
-    clip = clip.to(device, non_blocking=True)
-    size = torch.as_tensor(clip.shape[-2:], device=device)
-    with autocast(device, amp):
-        outputs = model([clip], [caption], [{'size': size}])
-    return {k: outputs[k][0].float() for k in ('pred_logits', 'pred_boxes', 'pred_masks', 'reference_points')}
-
-
-def select_query(pred_logits: torch.Tensor) -> int:
-    """The query with the highest score averaged over frames (score: max sigmoid over classes);
-    pred_logits `[T, Q, K]`."""
-    return int(pred_logits.sigmoid().mean(0).max(-1)[0].argmax())
-
-
-def mask_probabilities(mask_logits: torch.Tensor, size) -> torch.Tensor:
-    """Mask logits `[T, h/4, w/4]` -> probabilities `[T, H, W]` at the frame size (bilinear)."""
-    return F.interpolate(mask_logits[None], size=tuple(size), mode='bilinear', align_corners=False)[0].sigmoid()
 
 
 def clip_mask_iou(pred_logits: torch.Tensor, pred_masks: torch.Tensor, target: Dict,

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 import opts
-from datasets.files import read_json
-from engine import mask_probabilities, predict_clip, select_query
-from util.inference_workers import atomic_folder, run_sharded, split_evenly
+from inference import load_inference_model, mask_probabilities, predict_clip, select_query
+from util.files import atomic_folder, read_json
+from util.inference_workers import run_sharded, split_evenly
 from util.logger import setup_logging
 from util.video_io import frames_to_clip, open_image
 from util.visualize import label_image
@@ -91,8 +91,9 @@ def segment_video(model, args, device, video: str, meta: Dict, output: Path) -> 
                 label_image(frame_labels).save(folder / f'{index:05d}.png')
 
 
-def segment_videos(model, device, args, videos: List, progress) -> None:
+def segment_videos(device, args, videos: List, progress) -> None:
     """Segment `videos` (pairs of name and meta) for every annotator."""
+    model = load_inference_model(args, device)
     output = Path(args.output_dir) / args.split
     for video, meta in videos:
         segment_video(model, args, device, video, meta, output)
@@ -100,7 +101,6 @@ def segment_videos(model, device, args, videos: List, progress) -> None:
 
 
 def main(args) -> None:
-    args.masks = True
     if not args.resume:
         raise SystemExit('--resume CHECKPOINT is required: the model weights to run')
     setup_logging()

@@ -9,7 +9,6 @@ Writes `<output_dir>/<split>/<video>/<exp_id>/<frame>.png` (0/255) and `<output_
 """
 import argparse
 import logging
-import os
 import time
 import zipfile
 from pathlib import Path
@@ -20,10 +19,10 @@ import torch
 from PIL import Image
 
 import opts
-from datasets.files import read_json
-from engine import mask_probabilities, predict_clip, select_query
+from inference import load_inference_model, mask_probabilities, predict_clip, select_query
 from util.box_ops import box_cxcywh_to_xyxy
-from util.inference_workers import atomic_folder, run_sharded, split_evenly
+from util.files import atomic_folder, atomic_write, read_json
+from util.inference_workers import run_sharded, split_evenly
 from util.logger import setup_logging
 from util.video_io import frames_to_clip, open_image
 from util.visualize import color, overlay
@@ -108,8 +107,9 @@ def save_overlays(folder: Path, frames: List[Image.Image], names: List[str], res
         overlay(frame, mask, box, point, color(index)).save(folder / f'{name}.png')
 
 
-def segment_videos(model, device, args, videos: List[List[Expression]], progress) -> None:
+def segment_videos(device, args, videos: List[List[Expression]], progress) -> None:
     """Segment every expression of `videos` (each a list of one video's expressions)."""
+    model = load_inference_model(args, device)
     output = Path(args.output_dir) / args.split
     frames_folder = Path(args.ytvos_path) / args.split / 'JPEGImages'
     for expressions in videos:
@@ -128,18 +128,15 @@ def segment_videos(model, device, args, videos: List[List[Expression]], progress
 def write_submission(output_dir: Path, split: str, expressions: List[Expression]) -> Path:
     """`<output_dir>/submission.zip` with `Annotations/<video>/<exp_id>/<frame>.png`, written atomically."""
     path = output_dir / 'submission.zip'
-    partial = path.with_name('submission.zip.partial')
-    with zipfile.ZipFile(partial, 'w', compression=zipfile.ZIP_STORED) as archive:
+    with atomic_write(path, 'wb') as file, zipfile.ZipFile(file, 'w', compression=zipfile.ZIP_STORED) as archive:
         for e in expressions:
             for frame in e.frames:
                 archive.write(output_dir / split / e.video / e.exp_id / f'{frame}.png',
                               f'Annotations/{e.video}/{e.exp_id}/{frame}.png')
-    os.replace(partial, path)
     return path
 
 
 def main(args) -> None:
-    args.masks = True
     if not args.resume:
         raise SystemExit('--resume CHECKPOINT is required: the model weights to run')
     setup_logging()

@@ -1,26 +1,13 @@
 """Running inference over shards of a benchmark in `--ngpu` worker processes (one per GPU; on CPU
-the threads are split between them), with one progress bar and resumable, atomic outputs."""
+the threads are split between them), with one progress bar; a worker that fails is reported and the
+others are stopped."""
 import os
-import shutil
 import traceback
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Callable, Iterator, List, Sequence
+from typing import Callable, List, Sequence
 
 import torch
 import torch.multiprocessing as mp
 from tqdm import tqdm
-
-from util.checkpoint import load_checkpoint_file
-
-
-def load_inference_model(args, device: torch.device) -> torch.nn.Module:
-    """The model of `args` with the weights of `--resume`, in eval mode on `device`."""
-    from models import build_model
-    model, _, _ = build_model(args)
-    load_checkpoint_file(model, args.resume)
-    return model.to(device).eval()
-
 
 def worker_device(rank: int, args) -> torch.device:
     if str(args.device).startswith('cuda'):
@@ -45,15 +32,16 @@ class _BarProgress:
 def _worker(target: Callable, rank: int, args, share, progress) -> None:
     try:
         device = worker_device(rank, args)
-        target(load_inference_model(args, device), device, args, share, progress)
+        target(device, args, share, progress)
     except BaseException:
         progress.put(f'worker {rank} failed:\n{traceback.format_exc()}')
         raise
 
 
 def run_sharded(target: Callable, args, shares: Sequence, total: int, desc: str) -> None:
-    """Call `target(model, device, args, share, progress)` for every share, in one process per share
-    when there are several; `progress.put(n)` advances the bar by n of `total`."""
+    """Call `target(device, args, share, progress)` for every share, in one process per share when there
+    are several (`target` must be picklable: a module-level function); `progress.put(n)` advances the bar
+    by n of `total`."""
     if str(args.device).startswith('cuda') and len(shares) > torch.cuda.device_count():
         raise SystemExit(f'--ngpu {args.ngpu} but only {torch.cuda.device_count()} GPUs are visible')
     bar = tqdm(total=total, desc=desc, dynamic_ncols=True)
@@ -85,15 +73,3 @@ def split_evenly(items: List, num_shares: int) -> List[List]:
     """At most `num_shares` non-empty shares, item i going to share i mod n."""
     num_shares = max(1, min(num_shares, len(items)))
     return [items[i::num_shares] for i in range(num_shares)]
-
-
-@contextmanager
-def atomic_folder(folder: Path) -> Iterator[Path]:
-    """Write into a temporary sibling folder, then put it in place: an interrupted run never leaves
-    a half-written `folder`."""
-    partial = folder.with_name(folder.name + '.partial')
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    yield partial
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(partial, folder)
