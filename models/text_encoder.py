@@ -12,6 +12,10 @@ WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin', 'model.safetensors.ind
                 'pytorch_model.bin.index.json')
 
 
+class TextEncoderUnavailable(RuntimeError):
+    """`--text_encoder` names neither a local RoBERTa directory nor a model that can be downloaded."""
+
+
 def _offline_hint(name: str, error: Exception) -> str:
     return (f"text encoder '{name}' could not be loaded ({error}).\nIt is neither a local directory with a RoBERTa model nor a "
             f"Hugging Face model that can be downloaded here. Pass --text_encoder DIR, a directory holding "
@@ -34,7 +38,7 @@ def load_text_encoder(name: str, weights_from_checkpoint: bool) -> Tuple[Roberta
         else:
             encoder = RobertaModel.from_pretrained(name)
     except OSError as error:
-        raise RuntimeError(_offline_hint(name, error)) from error
+        raise TextEncoderUnavailable(_offline_hint(name, error)) from error
     if config_only and not weights_from_checkpoint:
         logger.warning('text encoder %s has no weights: RoBERTa is randomly initialised from its config; '
                        'load a BIFIT checkpoint to give it weights', name)

@@ -2,7 +2,6 @@
 deformable attention, the dynamic mask head, chunked token-wise layers, the folded frozen batch
 norm, and the whole model against `tools/reference_formulation.py`; no host synchronisation in
 the forward pass; mixed precision (CPU autocast here, CUDA autocast where there is a GPU)."""
-import importlib
 from typing import Dict
 
 import pytest
@@ -12,18 +11,16 @@ from einops import repeat
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import models.layers
-import models.pixel_decoder
-from engine import autocast, to_float32
+import models.ops.modules
+from util.precision import autocast, to_float32
 from models import build_model
 from models.backbone import ResNetBody
 from models.dynamic_mask_head import dynamic_mask_logits, dynamic_param_sizes
-from models.ops import MSDeformAttn, ms_deform_attn_pytorch
-from models.ops.dispatch import random_problem
+from models.ops import MSDeformAttn, ms_deform_attn_gather, ms_deform_attn_pytorch
+from models.ops.verification import random_problem
 from tests.conftest import clip_targets, parse_args, random_clips
 from tools.reference_formulation import reference_formulation, torchvision_resnet_forward
 from util.misc import NestedTensor
-
-deformable = importlib.import_module('models.ops.ms_deform_attn')
 
 SHAPES = [(4, 6), (3, 2), (1, 1)]
 SMALL = ['--backbone', 'resnet18', '--dim_feedforward', '64', '--enc_layers', '1', '--dec_layers', '2',
@@ -46,16 +43,16 @@ def output_and_grads(implementation, value, locations, weights, grad_output):
 
 
 def gathered(value, locations, weights):
-    return deformable.ms_deform_attn_gather(value, SHAPES, locations, weights)
+    return ms_deform_attn_gather(value, SHAPES, locations, weights)
 
 
 def per_level(value, locations, weights):
     return ms_deform_attn_pytorch(value, torch.tensor(SHAPES), None, locations, weights)
 
 
-@pytest.mark.parametrize('chunk_entries', [2 ** 22, 50], ids=['one-chunk', 'many-chunks'])
-def test_gather_equals_per_level_grid_sample(monkeypatch, chunk_entries):
-    monkeypatch.setattr(deformable, 'GATHER_CHUNK_ENTRIES', chunk_entries)
+@pytest.mark.parametrize('chunk_elements', [2 ** 22, 50], ids=['one-chunk', 'many-chunks'])
+def test_gather_equals_per_level_grid_sample(monkeypatch, chunk_elements):
+    monkeypatch.setattr(models.layers, 'CHUNK_ELEMENTS', chunk_elements)
     value, _, _, locations, weights = problem(queries=11)
     pixels = locations * torch.tensor(SHAPES).flip(-1)[:, None, :] - 0.5
     outside = ((pixels < -1) | (pixels >= torch.tensor(SHAPES).flip(-1)[:, None, :])).any(-1)
@@ -104,7 +101,7 @@ def test_module_with_gather_equals_per_level_grid_sample(monkeypatch, reference_
         return [output.detach()] + [p.grad.clone() for p in module.parameters()]
 
     fast = run()
-    monkeypatch.setattr(deformable, 'ms_deform_attn', lambda v, s, i, loc, w, shapes=None:
+    monkeypatch.setattr(models.ops.modules, 'ms_deform_attn', lambda v, s, i, loc, w, shapes=None:
                         ms_deform_attn_pytorch(v, s, i, loc, w))
     for ours, reference in zip(fast, run()):
         torch.testing.assert_close(ours, reference, rtol=1e-9, atol=1e-10)
@@ -172,7 +169,7 @@ def test_chunked_feed_forward_equals_all_tokens(monkeypatch):
     linear1, linear2, norm = torch.nn.Linear(8, 32), torch.nn.Linear(32, 8), torch.nn.LayerNorm(8)
     x = torch.randn(13, 2, 8)
     expected = models.layers.post_norm_ffn(x, linear1, linear2, torch.nn.Identity(), torch.nn.Identity(), norm)
-    monkeypatch.setattr(models.layers, 'FFN_CHUNK_ELEMENTS', 3 * 32)
+    monkeypatch.setattr(models.layers, 'CHUNK_ELEMENTS', 3 * 32)
     with torch.no_grad():
         chunked = models.layers.post_norm_ffn(x, linear1, linear2, torch.nn.Identity(), torch.nn.Identity(), norm)
     torch.testing.assert_close(chunked, expected)
@@ -202,9 +199,7 @@ def test_model_equals_reference_formulation(monkeypatch):
     """Eval outputs, with the token-wise layers split into several chunks."""
     model, _ = small_model()
     model.eval()
-    monkeypatch.setattr(models.layers, 'FFN_CHUNK_ELEMENTS', 64 * 50)
-    monkeypatch.setattr(models.pixel_decoder, 'TOKEN_CHUNK_ELEMENTS', 256 * 2 * 70)
-    monkeypatch.setattr(deformable, 'GATHER_CHUNK_ENTRIES', 2000)
+    monkeypatch.setattr(models.layers, 'CHUNK_ELEMENTS', 40000)
     videos = random_clips(2, 3, SIZES)
     targets = [{'size': torch.tensor(v.shape[-2:])} for v in videos]
     with torch.no_grad():

@@ -5,8 +5,13 @@
     python tools/benchmark.py --device cuda --amp
 
 The model: any options of opts.py (default `--with_box_refine --binary --freeze_text_encoder`,
-ResNet-50 with random weights); the text encoder, unless `--text_encoder` is given, is a
-RoBERTa-base-sized model with random weights and the tokenizer of `../shared/reference/tiny_roberta`.
+ResNet-50 with random weights); the text encoder is `--text_encoder` as for every entry script (default
+roberta-base, which needs the network or the Hugging Face cache). Offline, a local stand-in of its size
+serves as well (random weights):
+
+    python tools/make_tiny_text_encoder.py --out /tmp/roberta_base_sized --roberta_base_sized --no_weights
+    python tools/benchmark.py --text_encoder /tmp/roberta_base_sized
+
 Random weights everywhere, with random (rather than zero) sampling-offset and attention-weight
 projections so that every query of the deformable attention samples its own locations.
 
@@ -31,7 +36,6 @@ import os
 import re
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -43,15 +47,14 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine import autocast, to_float32  # noqa: E402
 from models import build_model  # noqa: E402
 from models.ops import MSDeformAttn  # noqa: E402
+from models.text_encoder import TextEncoderUnavailable  # noqa: E402
 from opts import get_args_parser  # noqa: E402
 from tools.reference_formulation import reference_formulation  # noqa: E402
 from util.misc import nested_tensor_from_videos_list  # noqa: E402
+from util.precision import autocast, to_float32  # noqa: E402
 
-TINY_ROBERTA = ROOT.parent / 'shared' / 'reference' / 'tiny_roberta'
-TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'vocab.json', 'merges.txt')
 CAPTION = 'a man in a red shirt riding a bike on the left side of the road'
 FORMULATIONS = ('fast', 'reference')
 ATOL = 1e-4
@@ -70,19 +73,8 @@ def get_benchmark_parser() -> argparse.ArgumentParser:
     group.add_argument('--formulations', default=list(FORMULATIONS), nargs='+', choices=FORMULATIONS)
     group.add_argument('--benchmark_seed', default=0, type=int, help='seed of the weights and the clip')
     parser.set_defaults(with_box_refine=True, binary=True, freeze_text_encoder=True, backbone_pretrained='none',
-                        text_encoder=None, device='cpu')
+                        device='cpu')
     return parser
-
-
-def roberta_base_sized_text_encoder(directory: Path) -> str:
-    """A directory with a RoBERTa-base config (random weights) and the tiny RoBERTa's tokenizer."""
-    from transformers import RobertaConfig
-    if not TINY_ROBERTA.is_dir():
-        raise SystemExit(f'{TINY_ROBERTA} not found: pass --text_encoder DIR (a RoBERTa config and tokenizer)')
-    for name in TOKENIZER_FILES:
-        (directory / name).write_bytes((TINY_ROBERTA / name).read_bytes())
-    RobertaConfig(max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5).save_pretrained(directory)
-    return str(directory)
 
 
 def build(args) -> tuple:
@@ -285,10 +277,12 @@ def main(argv=None) -> int:
     args = get_benchmark_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     loads = [os.getloadavg()[0]]
-    with tempfile.TemporaryDirectory() as directory:
-        if args.text_encoder is None:
-            args.text_encoder = roberta_base_sized_text_encoder(Path(directory))
+    try:
         model, criterion = build(args)
+    except TextEncoderUnavailable:
+        raise SystemExit(f'--text_encoder {args.text_encoder}: not a local RoBERTa directory, and it cannot be '
+                         'downloaded here; pass --text_encoder DIR, e.g. a stand-in of its size written by '
+                         'python tools/make_tiny_text_encoder.py --out DIR --roberta_base_sized --no_weights') from None
     video, target = synthetic_clip(args)
     runs = [Formulation(name, model, criterion, video, target, args) for name in args.formulations]
 

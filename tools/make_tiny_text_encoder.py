@@ -3,13 +3,16 @@ local datasets: a stand-in for `roberta-base` on machines that cannot download i
 experiments). Use it with `--text_encoder DIR`.
 
     python tools/make_tiny_text_encoder.py --out data/tiny_roberta --datasets data/synthetic/ref-shapes
+
+With `--roberta_base_sized --no_weights` it writes a stand-in of roberta-base's size (the tokenizer and the
+config only: the model gets random weights when it is built), e.g. for `tools/benchmark.py`.
 """
 import argparse
 import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 import torch
 from tokenizers import ByteLevelBPETokenizer
@@ -18,6 +21,9 @@ from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
 SPECIAL_TOKENS = ['<s>', '<pad>', '</s>', '<unk>', '<mask>']
 BASIC_WORDS = ('a an the on in at of to with and is are that which who left right top bottom front back '
                'moving moves walking running person man woman dog cat car').split()
+# roberta-base's sizes: hidden size, layers, attention heads, feed-forward size, positions.
+ROBERTA_BASE_SIZES = {'hidden_size': 768, 'layers': 12, 'heads': 12, 'intermediate_size': 3072,
+                      'max_positions': 514}
 
 
 def expressions(roots: List[Path]) -> Iterator[str]:
@@ -30,7 +36,10 @@ def expressions(roots: List[Path]) -> Iterator[str]:
 
 
 def make_tiny_text_encoder(out: Path, roots: List[Path], vocab_size: int = 512, hidden_size: int = 128,
-                           layers: int = 2, seed: int = 0) -> Path:
+                           layers: int = 2, heads: int = 4, intermediate_size: Optional[int] = None,
+                           max_positions: int = 130, weights: bool = True, seed: int = 0) -> Path:
+    """Write a RoBERTa tokenizer trained on the expressions under `roots`, its config and, with `weights`,
+    random weights (seeded) into `out`."""
     corpus = list(expressions(roots)) + BASIC_WORDS
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(corpus, vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL_TOKENS)
@@ -41,10 +50,14 @@ def make_tiny_text_encoder(out: Path, roots: List[Path], vocab_size: int = 512, 
     tokenizer.save_pretrained(out)
     torch.manual_seed(seed)
     config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=layers,
-                           num_attention_heads=4, intermediate_size=2 * hidden_size, max_position_embeddings=130,
-                           type_vocab_size=1, pad_token_id=tokenizer.pad_token_id,
-                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    RobertaModel(config).save_pretrained(out)
+                           num_attention_heads=heads, intermediate_size=intermediate_size or 2 * hidden_size,
+                           max_position_embeddings=max_positions, type_vocab_size=1,
+                           pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                           eos_token_id=tokenizer.eos_token_id)
+    if weights:
+        RobertaModel(config).save_pretrained(out)
+    else:
+        config.save_pretrained(out)
     return out
 
 
@@ -56,11 +69,23 @@ def main() -> None:
     parser.add_argument('--vocab_size', default=512, type=int)
     parser.add_argument('--hidden_size', default=128, type=int)
     parser.add_argument('--layers', default=2, type=int)
+    parser.add_argument('--heads', default=4, type=int, help='attention heads')
+    parser.add_argument('--intermediate_size', default=None, type=int, help='feed-forward size (default: 2 x hidden)')
+    parser.add_argument('--max_positions', default=130, type=int, help='longest tokenized sentence + 2')
+    parser.add_argument('--roberta_base_sized', action='store_true',
+                        help="roberta-base's sizes (768 hidden, 12 layers and heads, 3072 feed-forward, 514 "
+                             'positions) instead of the size options')
+    parser.add_argument('--no_weights', action='store_true',
+                        help='write the tokenizer and the config only: the model gets random weights when built '
+                             '(or those of a BIFIT checkpoint)')
     args = parser.parse_args()
+    if args.roberta_base_sized:
+        vars(args).update(ROBERTA_BASE_SIZES)
     missing = [str(root) for root in args.datasets if not root.is_dir()]
     if missing:
         sys.exit(f'not a folder: {", ".join(missing)}')
-    out = make_tiny_text_encoder(args.out, args.datasets, args.vocab_size, args.hidden_size, args.layers)
+    out = make_tiny_text_encoder(args.out, args.datasets, args.vocab_size, args.hidden_size, args.layers, args.heads,
+                                 args.intermediate_size, args.max_positions, weights=not args.no_weights)
     print(f'tiny text encoder written to {out} (use --text_encoder {out})')
 
 

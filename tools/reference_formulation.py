@@ -1,4 +1,5 @@
-"""The straightforward formulation of BIFIT's computations, for `tools/benchmark.py` and the tests.
+"""The straightforward formulation of BIFIT's computations: the oracle of `tools/benchmark.py` and of the
+tests of the fast paths (tests/test_fast_formulations.py). A library, not a command.
 
 Inside `with reference_formulation(model):` the model computes the same function the way the
 original implementation computed it:
@@ -14,12 +15,19 @@ original implementation computed it:
 - the feed-forward blocks and the vision-language blocks of the pixel decoder run over all tokens
   at once (the latter add the position embedding before downsampling the self-attention input).
 
-Everything is restored on exit.
+What to switch is found on the model itself: the modules of the types listed in `FAST_FORWARDS` (and
+every `nn.MultiheadAttention`) get the straightforward forward, and every fast function of `FAST_FUNCTIONS`
+is replaced wherever the model's code refers to it (in the Python modules that define the model's module
+types). A fast function that none of them uses any more is an error, so that a renamed or moved fast path
+cannot silently leave the oracle comparing the fast formulation with itself. Everything is restored on exit.
 """
+import argparse
 import contextlib
 import functools
-import importlib
-from typing import Iterator, List, Tuple
+import sys
+import types
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Tuple
 from unittest import mock
 
 import torch
@@ -27,17 +35,13 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-import models.bifit
-import models.deformable_transformer
-import models.inter_frame
-import models.pixel_decoder
-from models.backbone import ResNetBody, downsample_mask
-from models.pixel_decoder import VisionLanguageBlock
-from models.ops import ms_deform_attn_pytorch
-from util.misc import NestedTensor
-
-# The module, not the function of the same name that `models.ops` exports.
-deformable_attention_module = importlib.import_module('models.ops.ms_deform_attn')
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models.backbone import ResNetBody  # noqa: E402
+from models.dynamic_mask_head import dynamic_mask_logits  # noqa: E402
+from models.layers import post_norm_ffn  # noqa: E402
+from models.ops import ms_deform_attn, ms_deform_attn_pytorch  # noqa: E402
+from models.pixel_decoder import VisionLanguageBlock  # noqa: E402
+from util.misc import NestedTensor, downsample_mask  # noqa: E402
 
 
 def compute_locations(h: int, w: int, stride: int, device: torch.device) -> Tensor:
@@ -141,17 +145,53 @@ def unchunked_post_norm_ffn(x: Tensor, linear1: nn.Linear, linear2: nn.Linear, d
     return norm(x + residual_dropout(linear2(dropout(F.relu(linear1(x))))))
 
 
+FAST_FUNCTIONS: Dict[Callable, Callable] = {
+    dynamic_mask_logits: grouped_conv_mask_logits,
+    ms_deform_attn: per_level_grid_sample,
+    post_norm_ffn: unchunked_post_norm_ffn,
+}
+FAST_FORWARDS: Dict[type, Callable] = {
+    ResNetBody: torchvision_resnet_forward,
+    VisionLanguageBlock: vision_language_block_all_tokens,
+}
+
+
+def function_switches(model: nn.Module) -> List[Tuple[types.ModuleType, str, Callable]]:
+    """(Python module, global name, straightforward function) for every reference to a fast function in the
+    Python modules that define the model's module types; a RuntimeError names any fast function that none
+    of them refers to."""
+    python_modules = {sys.modules[type(module).__module__] for module in model.modules()}
+    switches, found = [], set()
+    for python_module in sorted(python_modules, key=lambda m: m.__name__):
+        for name, value in vars(python_module).items():
+            fast = next((function for function in FAST_FUNCTIONS if value is function), None)
+            if fast is not None:
+                switches.append((python_module, name, FAST_FUNCTIONS[fast]))
+                found.add(fast)
+    missing = [f'{fast.__module__}.{fast.__name__}' for fast in FAST_FUNCTIONS if fast not in found]
+    if missing:
+        raise RuntimeError(f'reference_formulation: no module of this model calls {", ".join(missing)} any more; '
+                           'update FAST_FUNCTIONS in tools/reference_formulation.py to the fast path that replaced it')
+    return switches
+
+
 @contextlib.contextmanager
 def reference_formulation(model: nn.Module) -> Iterator[nn.Module]:
     """Run `model` (a BIFIT) in the straightforward formulation inside the `with` block."""
+    switches = function_switches(model)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(mock.patch.object(models.bifit, 'dynamic_mask_logits', grouped_conv_mask_logits))
-        stack.enter_context(mock.patch.object(deformable_attention_module, 'ms_deform_attn', per_level_grid_sample))
-        stack.enter_context(mock.patch.object(ResNetBody, 'forward', torchvision_resnet_forward))
-        stack.enter_context(mock.patch.object(VisionLanguageBlock, 'forward', vision_language_block_all_tokens))
-        for module in (models.deformable_transformer, models.inter_frame, models.pixel_decoder):
-            stack.enter_context(mock.patch.object(module, 'post_norm_ffn', unchunked_post_norm_ffn))
+        for python_module, name, straightforward in switches:
+            stack.enter_context(mock.patch.object(python_module, name, straightforward))
         for module in model.modules():
+            forward = next((f for kind, f in FAST_FORWARDS.items() if isinstance(module, kind)), None)
+            if forward is not None:
+                stack.enter_context(mock.patch.object(module, 'forward', types.MethodType(forward, module)))
             if isinstance(module, nn.MultiheadAttention):
                 stack.enter_context(mock.patch.object(module, 'forward', attention_returning_weights(module)))
         yield model
+
+
+if __name__ == '__main__':
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    sys.exit('tools/reference_formulation.py is a library (see --help): compare the formulations with '
+             'python tools/benchmark.py')
