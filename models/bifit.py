@@ -209,8 +209,8 @@ def build_bifit(args) -> BIFIT:
     weights_from_checkpoint = bool(args.resume or args.pretrained_weights)
     text_encoder, tokenizer = load_text_encoder(args.text_encoder, weights_from_checkpoint)
     return BIFIT(build_backbone(args), build_deformable_transformer(args), text_encoder, tokenizer,
-                 num_classes=num_classes(args.dataset_file, args.binary), num_queries=args.num_queries, mask_dim=args.mask_dim,
-                 dim_feedforward=args.dim_feedforward, controller_layers=args.controller_layers,
+                 num_classes=num_classes(args.dataset_file, args.binary), num_queries=args.num_queries,
+                 mask_dim=args.mask_dim, dim_feedforward=args.dim_feedforward, controller_layers=args.controller_layers,
                  dynamic_mask_channels=args.dynamic_mask_channels, aux_loss=args.aux_loss,
                  with_box_refine=args.with_box_refine, rel_coord=args.rel_coord,
                  freeze_text_encoder=args.freeze_text_encoder)
