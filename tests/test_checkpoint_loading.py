@@ -6,15 +6,12 @@ import torchvision
 from models import build_model
 from models.backbone import ResNetBody
 from models.text_encoder import load_text_encoder
-from tests.conftest import parse_args
+from tests.conftest import SMALL_FULL_WIDTH, parse_args
 from util.checkpoint import load_checkpoint_file, save_checkpoint_atomic
-
-FLAGS = ['--backbone', 'resnet18', '--dim_feedforward', '64', '--enc_layers', '1', '--dec_layers', '2',
-         '--num_queries', '3', '--with_box_refine', '--binary', '--freeze_text_encoder']
 
 
 def build(flags=()):
-    return build_model(parse_args(FLAGS + list(flags)))[0]
+    return build_model(parse_args(SMALL_FULL_WIDTH + list(flags)))[0]
 
 
 @pytest.fixture(scope='module')
@@ -115,7 +112,7 @@ def test_imagenet_weights_are_not_fetched_when_a_checkpoint_supplies_the_model(m
         raise AssertionError('ImageNet weights fetched although --resume supplies the model')
 
     monkeypatch.setattr(torchvision.models.WeightsEnum, 'get_state_dict', fetch)
-    args = parse_args(FLAGS + ['--resume', 'some.pth'])
+    args = parse_args(SMALL_FULL_WIDTH + ['--resume', 'some.pth'])
     args.backbone_pretrained = None
     build_model(args)
 

@@ -16,13 +16,9 @@ from datasets.jhmdb import read_part_masks
 from tests.conftest import generate_synthetic
 from tools import make_synthetic_data
 from tools.convert_davis_to_ytvos import convert as convert_davis
+from util.benchmarks import COCO_GROUND_TRUTH_FILES
 
 WORDS = re.compile(r'[a-z]+')
-
-
-@pytest.fixture(scope='module')
-def synthetic(tmp_path_factory) -> Path:
-    return generate_synthetic(tmp_path_factory.mktemp('synthetic'), '--refshapes_train', '4', '--refshapes_valid', '2')
 
 
 def read_json(path: Path):
@@ -30,8 +26,8 @@ def read_json(path: Path):
 
 
 @pytest.mark.parametrize('split', ['train', 'valid'])
-def test_refshapes_expressions_name_exactly_one_object(synthetic, split):
-    root = synthetic / 'ref-shapes'
+def test_refshapes_expressions_name_exactly_one_object(synthetic_data, split):
+    root = synthetic_data / 'ref-shapes'
     meta = read_json(root / split / 'meta.json')['videos']
     expressions = read_json(root / 'meta_expressions' / split / 'meta_expressions.json')['videos']
     assert len(expressions) == {'train': 4, 'valid': 2}[split]
@@ -45,8 +41,8 @@ def test_refshapes_expressions_name_exactly_one_object(synthetic, split):
             assert len(words & set(make_synthetic_data.COLORS)) == len(words & set(make_synthetic_data.SHAPES)) == 1
 
 
-def test_refshapes_masks_are_the_rendered_shapes(synthetic):
-    root = synthetic / 'ref-shapes' / 'valid'
+def test_refshapes_masks_are_the_rendered_shapes(synthetic_data):
+    root = synthetic_data / 'ref-shapes' / 'valid'
     for video, entry in read_json(root / 'meta.json')['videos'].items():
         for frame in sorted(os.listdir(root / 'JPEGImages' / video)):
             image = np.asarray(Image.open(root / 'JPEGImages' / video / frame), dtype=float)
@@ -75,8 +71,8 @@ def test_generation_is_deterministic_and_protects_other_folders(tmp_path):
         generate_synthetic(tmp_path / 'real', *flags)
 
 
-def test_ytvos_release_layout(synthetic):
-    root = synthetic / 'ref-youtube-vos'
+def test_ytvos_release_layout(synthetic_data):
+    root = synthetic_data / 'ref-youtube-vos'
     train = read_json(root / 'meta_expressions' / 'train' / 'meta_expressions.json')['videos']
     valid = read_json(root / 'meta_expressions' / 'valid' / 'meta_expressions.json')['videos']
     test = read_json(root / 'meta_expressions' / 'test' / 'meta_expressions.json')['videos']
@@ -89,8 +85,8 @@ def test_ytvos_release_layout(synthetic):
         assert sorted(p.stem for p in (root / 'train' / 'JPEGImages' / video).glob('*.jpg')) == entry['frames']
 
 
-def test_davis_conversion(synthetic):
-    root = synthetic / 'ref-davis'
+def test_davis_conversion(synthetic_data):
+    root = synthetic_data / 'ref-davis'
     semantics = read_json(root / 'DAVIS' / 'davis_semantics.json')
     prefixes = ('the ', 'the moving ', 'a ', 'a moving ')
     for davis_split, split in (('train', 'train'), ('val', 'valid')):
@@ -116,8 +112,8 @@ def test_davis_conversion(synthetic):
     assert counts == [11, 12, 12]   # one sentence of the first video is missing from the last file
 
 
-def test_davis_conversion_is_idempotent_and_checks_inputs(synthetic, tmp_path):
-    root = synthetic / 'ref-davis'
+def test_davis_conversion_is_idempotent_and_checks_inputs(synthetic_data, tmp_path):
+    root = synthetic_data / 'ref-davis'
     before = (root / 'meta_expressions' / 'valid' / 'meta_expressions.json').read_bytes()
     convert_davis(root)
     assert (root / 'meta_expressions' / 'valid' / 'meta_expressions.json').read_bytes() == before
@@ -125,8 +121,8 @@ def test_davis_conversion_is_idempotent_and_checks_inputs(synthetic, tmp_path):
         convert_davis(tmp_path)
 
 
-def test_refexp_conversion(synthetic):
-    refer, coco = synthetic / 'coco' / 'refer', synthetic / 'coco'
+def test_refexp_conversion(synthetic_data):
+    refer, coco = synthetic_data / 'coco' / 'refer', synthetic_data / 'coco'
     for name, split_by, splits in (('refcoco', 'unc', {'train', 'val', 'testA', 'testB'}),
                                    ('refcoco+', 'unc', {'train', 'val', 'testA'}),
                                    ('refcocog', 'umd', {'train', 'val', 'test'})):
@@ -152,8 +148,8 @@ def test_refexp_conversion(synthetic):
                 assert annotation['iscrowd'] == 0 and annotation['category_id'] == ref['category_id']
 
 
-def test_a2d_derived_samples(synthetic):
-    root = synthetic / 'a2d_sentences'
+def test_a2d_derived_samples(synthetic_data):
+    root = synthetic_data / 'a2d_sentences'
     with open(root / 'Release' / 'videoset.csv') as f:
         usage = {row[0]: int(row[-1]) for row in csv.reader(f)}
     missed = (root / 'text_annotations' / 'a2d_missed_videos.txt').read_text().split()
@@ -178,9 +174,9 @@ def test_a2d_derived_samples(synthetic):
                for _, v, _, _ in read_json(root / f'a2d_sentences_single_frame_{s}_annotations.json'))
 
 
-def test_a2d_coco_ground_truth(synthetic):
-    root = synthetic / 'a2d_sentences'
-    gt = read_json(root / 'a2d_sentences_test_annotations_in_coco_format.json')
+def test_a2d_coco_ground_truth(synthetic_data):
+    root = synthetic_data / 'a2d_sentences'
+    gt = read_json(root / COCO_GROUND_TRUTH_FILES['a2d'])
     samples = read_json(root / 'a2d_sentences_single_frame_test_annotations.json')
     assert [i['id'] for i in gt['images']] == [f'v_{v}_f_{f}_i_{i}' for _, v, f, i in samples]
     for (_, video, frame, instance), annotation in zip(samples, gt['annotations']):
@@ -191,10 +187,10 @@ def test_a2d_coco_ground_truth(synthetic):
         assert annotation['category_id'] == 1 and annotation['iscrowd'] == 0 and annotation['area'] == mask.sum()
 
 
-def test_jhmdb_derived_metadata(synthetic):
-    root = synthetic / 'jhmdb_sentences'
+def test_jhmdb_derived_metadata(synthetic_data):
+    root = synthetic_data / 'jhmdb_sentences'
     samples = read_json(root / 'jhmdb_sentences_samples_metadata.json')
-    gt = read_json(root / 'jhmdb_sentences_gt_annotations_in_coco_format.json')
+    gt = read_json(root / COCO_GROUND_TRUTH_FILES['jhmdb'])
     with open(root / 'jhmdb_annotation.txt') as f:
         assert [s[0] for s in samples] == [row[0] for row in list(csv.reader(f))[1:]]
     totals = []

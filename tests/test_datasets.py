@@ -19,17 +19,12 @@ from datasets.clip_dataset import ClipDataset
 from datasets.targets import clip_target, mask_boxes
 from datasets.transforms_video import make_video_transforms
 from opts import get_args_parser
-from tests.conftest import generate_synthetic
 from tools import make_synthetic_data
+from util.benchmarks import COCO_GROUND_TRUTH_FILES
 from util.box_ops import box_cxcywh_to_xyxy
 from util.video_io import IMAGENET_MEAN, IMAGENET_STD
 
 KEYS = {'frames_idx', 'caption', 'orig_size', 'size', 'labels', 'boxes', 'masks', 'valid'}
-
-
-@pytest.fixture(scope='module')
-def synthetic(tmp_path_factory) -> Path:
-    return generate_synthetic(tmp_path_factory.mktemp('synthetic'), '--refshapes_train', '3', '--refshapes_valid', '2')
 
 
 def data_args(root: Path, dataset_file: str, *flags: str) -> argparse.Namespace:
@@ -78,11 +73,11 @@ def brightest_frame(frames: torch.Tensor) -> int:
     return int(denormalize(frames).mean((1, 2, 3)).argmax())
 
 
-def test_ytvos_train(synthetic):
+def test_ytvos_train(synthetic_data):
     random.seed(0)
-    dataset = build_dataset('train', data_args(synthetic, 'ytvos'))
-    meta = json.loads((synthetic / 'ref-youtube-vos' / 'train' / 'meta.json').read_text())['videos']
-    expressions = json.loads((synthetic / 'ref-youtube-vos' / 'meta_expressions' / 'train' /
+    dataset = build_dataset('train', data_args(synthetic_data, 'ytvos'))
+    meta = json.loads((synthetic_data / 'ref-youtube-vos' / 'train' / 'meta.json').read_text())['videos']
+    expressions = json.loads((synthetic_data / 'ref-youtube-vos' / 'meta_expressions' / 'train' /
                               'meta_expressions.json').read_text())['videos']
     assert len(dataset) == sum(len(v['expressions']) * -(-len(v['frames']) // 5) for v in expressions.values())
     absent = 0
@@ -107,23 +102,23 @@ def test_ytvos_train(synthetic):
         assert target['valid'].any()
 
 
-def test_ytvos_val_needs_masks(synthetic, tmp_path):
+def test_ytvos_val_needs_masks(synthetic_data, tmp_path):
     with pytest.raises(FileNotFoundError, match='inference_ytvos.py'):
-        build_dataset('val', data_args(synthetic, 'ytvos'))
+        build_dataset('val', data_args(synthetic_data, 'ytvos'))
     root = tmp_path / 'ytvos'
-    shutil.copytree(synthetic / 'ref-youtube-vos', root)
+    shutil.copytree(synthetic_data / 'ref-youtube-vos', root)
     (root / 'valid' / 'Annotations').mkdir()
     (root / 'valid' / 'meta.json').write_text('{"videos": {}}')
     with pytest.raises(ValueError, match='no obj_id.*inference_ytvos.py'):
         build_dataset('val', data_args(tmp_path, 'ytvos', '--ytvos_path', str(root)))
 
 
-def test_refshapes_held_out_split(synthetic):
+def test_refshapes_held_out_split(synthetic_data):
     """The ytvos loader reads the held-out split: consecutive windows covering each video, deterministic, and
     masks on the pixels of the named shape's colour."""
-    args = data_args(synthetic, 'ytvos', '--ytvos_path', str(synthetic / 'ref-shapes'), '--num_frames', '3')
+    args = data_args(synthetic_data, 'ytvos', '--ytvos_path', str(synthetic_data / 'ref-shapes'), '--num_frames', '3')
     dataset = build_dataset('val', args)
-    meta = json.loads((synthetic / 'ref-shapes' / 'valid' / 'meta.json').read_text())['videos']
+    meta = json.loads((synthetic_data / 'ref-shapes' / 'valid' / 'meta.json').read_text())['videos']
     covered = {}
     for idx, (video, exp_id, _) in enumerate(dataset.samples):
         window = dataset.load(idx)[1]['frames_idx'].tolist()
@@ -143,10 +138,10 @@ def test_refshapes_held_out_split(synthetic):
     assert torch.equal(first[0], again[0]) and torch.equal(first[1]['masks'], again[1]['masks'])
 
 
-def test_davis_loader(synthetic):
-    dataset = build_dataset('train', data_args(synthetic, 'davis'))
+def test_davis_loader(synthetic_data):
+    dataset = build_dataset('train', data_args(synthetic_data, 'davis'))
     categories = sorted({obj['category'] for split in ('train', 'valid') for video in json.loads(
-        (synthetic / 'ref-davis' / split / 'meta.json').read_text())['videos'].values()
+        (synthetic_data / 'ref-davis' / split / 'meta.json').read_text())['videos'].values()
         for obj in video['objects'].values()})
     video, exp_id, _ = dataset.samples[0]
     obj_id = dataset.expressions[video]['expressions'][exp_id]['obj_id']
@@ -154,13 +149,13 @@ def test_davis_loader(synthetic):
     assert target['labels'][0] == categories.index(dataset.objects[video]['objects'][obj_id]['category'])
     frames, target = dataset[0]
     check_item(frames, target, 5, 5, box_tolerance=14, train=True)
-    frames, target = build_dataset('val', data_args(synthetic, 'davis'))[0]
+    frames, target = build_dataset('val', data_args(synthetic_data, 'davis'))[0]
     check_item(frames, target, 5, 5, box_tolerance=6)
 
 
-def test_a2d_val_labels_the_annotated_frame(synthetic):
-    dataset = build_dataset('val', data_args(synthetic, 'a2d'))
-    gt = json.loads((synthetic / 'a2d_sentences' / 'a2d_sentences_test_annotations_in_coco_format.json').read_text())
+def test_a2d_val_labels_the_annotated_frame(synthetic_data):
+    dataset = build_dataset('val', data_args(synthetic_data, 'a2d'))
+    gt = json.loads((synthetic_data / 'a2d_sentences' / COCO_GROUND_TRUTH_FILES['a2d']).read_text())
     gt_images = {image['id']: image for image in gt['images']}
     edge = 0
     for idx, (query, video, frame, instance) in enumerate(dataset.samples):
@@ -178,9 +173,9 @@ def test_a2d_val_labels_the_annotated_frame(synthetic):
     assert edge > 0, 'some annotated frames should be at the start of their video (repeated frames)'
 
 
-def test_a2d_train(synthetic):
+def test_a2d_train(synthetic_data):
     random.seed(0)
-    dataset = build_dataset('train', data_args(synthetic, 'a2d', '--num_frames', '4'))
+    dataset = build_dataset('train', data_args(synthetic_data, 'a2d', '--num_frames', '4'))
     for idx, (_, _, frame, _) in enumerate(dataset.samples):
         frames, target = dataset[idx]
         check_item(frames, target, 4, 1, box_tolerance=14, train=True)
@@ -188,10 +183,10 @@ def test_a2d_train(synthetic):
         assert target['valid'].tolist() == [1]
 
 
-def test_jhmdb(synthetic):
+def test_jhmdb(synthetic_data):
     with pytest.raises(ValueError, match='evaluation-only'):
-        build_dataset('train', data_args(synthetic, 'jhmdb'))
-    dataset = build_dataset('val', data_args(synthetic, 'jhmdb'))
+        build_dataset('train', data_args(synthetic_data, 'jhmdb'))
+    dataset = build_dataset('val', data_args(synthetic_data, 'jhmdb'))
     assert len(dataset) == 3
     for idx, (video, frame_path, _, total, _) in enumerate(dataset.samples):
         frames, target = dataset[idx]
@@ -202,9 +197,9 @@ def test_jhmdb(synthetic):
         assert target['image_id'] == f'v_{video}_f_{chosen}'
 
 
-def test_refcoco_pseudo_clips(synthetic):
+def test_refcoco_pseudo_clips(synthetic_data):
     torch.manual_seed(0)
-    dataset = build_dataset('train', data_args(synthetic, 'refcoco', '--num_frames', '3'))
+    dataset = build_dataset('train', data_args(synthetic_data, 'refcoco', '--num_frames', '3'))
     frames, target = dataset.load(0)
     info = dataset.coco.imgs[dataset.ids[0]]
     image = np.asarray(frames[0])
@@ -217,19 +212,19 @@ def test_refcoco_pseudo_clips(synthetic):
     for idx in range(0, len(dataset), 5):
         frames, target = dataset[idx]
         check_item(frames, target, 3, 3, box_tolerance=14, train=True)
-    frames, target = build_dataset('val', data_args(synthetic, 'refcoco'))[0]
+    frames, target = build_dataset('val', data_args(synthetic_data, 'refcoco'))[0]
     check_item(frames, target, 1, 1, box_tolerance=6)
 
 
-def test_concatenated_datasets(synthetic):
-    sizes = {name: len(build_dataset('train', data_args(synthetic, name)))
+def test_concatenated_datasets(synthetic_data):
+    sizes = {name: len(build_dataset('train', data_args(synthetic_data, name)))
              for name in ('refcoco', 'refcoco+', 'refcocog', 'ytvos')}
-    assert len(build_dataset('train', data_args(synthetic, 'all'))) == sum(sizes.values()) - sizes['ytvos']
-    assert len(build_dataset('train', data_args(synthetic, 'joint'))) == sum(sizes.values())
+    assert len(build_dataset('train', data_args(synthetic_data, 'all'))) == sum(sizes.values()) - sizes['ytvos']
+    assert len(build_dataset('train', data_args(synthetic_data, 'joint'))) == sum(sizes.values())
 
 
-def test_collate_pads_to_multiples_of_32(synthetic):
-    dataset = build_dataset('val', data_args(synthetic, 'refcoco'))
+def test_collate_pads_to_multiples_of_32(synthetic_data):
+    dataset = build_dataset('val', data_args(synthetic_data, 'refcoco'))
     items = [dataset[0], (torch.randn(1, 3, 50, 70), dataset[1][1])]
     samples, targets = collate_fn(items)
     assert samples.tensors.shape == (2, 1, 3, 384, 544) and samples.mask.shape == (2, 1, 384, 544)
@@ -240,8 +235,8 @@ def test_collate_pads_to_multiples_of_32(synthetic):
     assert targets == [items[0][1], items[1][1]]
 
 
-def test_data_loaders(synthetic):
-    args = data_args(synthetic, 'refcoco', '--batch_size', '2')
+def test_data_loaders(synthetic_data):
+    args = data_args(synthetic_data, 'refcoco', '--batch_size', '2')
     dataset = build_dataset('val', args)
     train_loader = build_data_loader(dataset, args, train=True)
     val_loader = build_data_loader(dataset, args, train=False)
@@ -252,10 +247,10 @@ def test_data_loaders(synthetic):
     assert captions == [dataset[i][1]['caption'] for i in range(len(dataset))]
 
 
-def test_distributed_sampling(synthetic, tmp_path):
+def test_distributed_sampling(synthetic_data, tmp_path):
     dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0, world_size=1)
     try:
-        args = data_args(synthetic, 'refcoco', '--batch_size', '1')
+        args = data_args(synthetic_data, 'refcoco', '--batch_size', '1')
         loader = build_data_loader(build_dataset('train', args), args, train=True)
         sampler = loader.batch_sampler.sampler
         assert isinstance(sampler, DistributedSampler) and sampler.shuffle
@@ -301,20 +296,20 @@ def test_training_items_without_object_are_redrawn():
     ('jhmdb', 'jhmdb_sentences/jhmdb_annotation.txt', 'jhmdb_sentences/jhmdb_annotation.txt'),
     ('refcoco', 'coco/refcoco/instances_refcoco_train.json', 'convert_refexp_to_coco.py'),
 ])
-def test_missing_inputs_name_the_expected_path(synthetic, tmp_path, dataset_file, missing, expected):
+def test_missing_inputs_name_the_expected_path(synthetic_data, tmp_path, dataset_file, missing, expected):
     benchmark = missing.split('/')[0]
-    shutil.copytree(synthetic / benchmark, tmp_path / benchmark)
+    shutil.copytree(synthetic_data / benchmark, tmp_path / benchmark)
     path = tmp_path / missing
     path.rename(path.with_name(path.name.lower() + '_misnamed'))
     if dataset_file == 'jhmdb':
-        for derived in ('jhmdb_sentences_samples_metadata.json', 'jhmdb_sentences_gt_annotations_in_coco_format.json'):
+        for derived in ('jhmdb_sentences_samples_metadata.json', COCO_GROUND_TRUTH_FILES['jhmdb']):
             (tmp_path / benchmark / derived).unlink()
     with pytest.raises(FileNotFoundError, match=re.escape(expected)):
         build_dataset('train' if dataset_file != 'jhmdb' else 'val', data_args(tmp_path, dataset_file))
 
 
-def test_a2d_missing_or_broken_video(synthetic, tmp_path):
-    shutil.copytree(synthetic / 'a2d_sentences', tmp_path / 'a2d_sentences')
+def test_a2d_missing_or_broken_video(synthetic_data, tmp_path):
+    shutil.copytree(synthetic_data / 'a2d_sentences', tmp_path / 'a2d_sentences')
     dataset = build_dataset('val', data_args(tmp_path, 'a2d'))
     video_file = tmp_path / 'a2d_sentences' / 'Release' / 'clips320H' / f'{dataset.samples[0][1]}.mp4'
     video_file.write_bytes(b'not a video')

@@ -16,12 +16,10 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from tests.conftest import ROOT
 from util.davis_metrics import (boundary_f_measure, boundary_map, disk_kernel, evaluate_davis, evaluate_sequence,
                                 f_from_boundary_counts, frame_scores, per_frame_statistics, region_similarity,
                                 tolerance_radius)
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def rectangle(shape, rows, cols, value=1):
     """uint8 label map with `value` on rows[0]..rows[1], cols[0]..cols[1] (inclusive)."""
@@ -222,12 +220,13 @@ def tiny_davis(tmp_path):
     return davis_root, results
 
 
+@pytest.mark.e2e
 def test_cli_end_to_end(tiny_davis):
     davis_root, results = tiny_davis
     with open(os.path.join(results, 'global_results-val.csv'), 'w') as stale:
         stale.write('stale\n')
     run = subprocess.run([sys.executable, 'eval_davis.py', '--results_path', results, '--davis_path', davis_root],
-                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert 'Global results for val' in run.stdout and 'Total time' in run.stdout
     # beta_2: J = [1/7, 1/7, 1/7, 1] -> mean 10/28 = 0.357, recall 1/4, quarters frames 0..1 and 2..3
@@ -248,6 +247,7 @@ def test_cli_end_to_end(tiny_davis):
     assert '0.83817  0.78571' in run.stdout
 
 
+@pytest.mark.e2e
 def test_mean_over_several_results_folders(tiny_davis, tmp_path):
     """The four annotators' folders in one run: each gets its csv files, and the mean of their global
     rows (taken at full precision) is printed, in percent too, and written to --mean_csv."""
@@ -260,7 +260,7 @@ def test_mean_over_several_results_folders(tiny_davis, tmp_path):
     mean_csv = str(tmp_path / 'mean.csv')
     run = subprocess.run([sys.executable, 'eval_davis.py', '--davis_path', davis_root, '--mean_csv', mean_csv,
                           '--results_path', results, other, other, other],
-                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.count('Global results for val') == 4
     assert os.path.exists(os.path.join(other, 'global_results-val.csv'))
@@ -297,11 +297,12 @@ def test_missing_results_are_clear_errors(tiny_davis):
         evaluate_davis(results, davis_root, progress=False)
 
 
+@pytest.mark.e2e
 def test_too_many_proposals_is_a_clear_error(tiny_davis):
     davis_root, results = tiny_davis
     save_png(np.full((12, 24), 21), os.path.join(results, 'beta', '00001.png'))
     with pytest.raises(ValueError, match='sequence beta: .*proposal id 21'):
         evaluate_davis(results, davis_root, progress=False)
     run = subprocess.run([sys.executable, 'eval_davis.py', '--results_path', results, '--davis_path', davis_root],
-                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and 'maximum number of proposals (20)' in run.stderr

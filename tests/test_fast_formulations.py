@@ -6,28 +6,26 @@ from typing import Dict
 
 import pytest
 import torch
-import torch.nn.functional as F
-from einops import repeat
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import models.bifit
+import models.inter_frame
 import models.layers
 import models.ops.modules
-from util.precision import autocast, to_float32
-from models import build_model
+import models.pixel_decoder
 from models.backbone import ResNetBody
 from models.dynamic_mask_head import dynamic_mask_logits, dynamic_param_sizes
 from models.ops import MSDeformAttn, ms_deform_attn_gather, ms_deform_attn_pytorch
 from models.ops.verification import random_problem
-from tests.conftest import clip_targets, parse_args, random_clips
-from tools.reference_formulation import reference_formulation, torchvision_resnet_forward
+from models.pixel_decoder import VisionLanguageBlock
+from tests.conftest import CAPTIONS, CLIP_SIZES, build_small, clip_targets, random_clips, weighted_loss
+from tools.reference_formulation import (grouped_conv_mask_logits, per_level_grid_sample, reference_formulation,
+                                         torchvision_resnet_forward, unchunked_post_norm_ffn)
 from util.misc import NestedTensor
+from util.precision import autocast, to_float32
 
 SHAPES = [(4, 6), (3, 2), (1, 1)]
-SMALL = ['--backbone', 'resnet18', '--dim_feedforward', '64', '--enc_layers', '1', '--dec_layers', '2',
-         '--num_queries', '3', '--with_box_refine', '--binary', '--freeze_text_encoder']
-SIZES = [(64, 96), (96, 64)]
 SMALL_SIZES = [(64, 64), (32, 64)]
-CAPTIONS = ['the person on the left', 'a dog']
 
 
 def problem(dtype=torch.float64, queries=5, seed=0):
@@ -107,29 +105,6 @@ def test_module_with_gather_equals_per_level_grid_sample(monkeypatch, reference_
         torch.testing.assert_close(ours, reference, rtol=1e-9, atol=1e-10)
 
 
-def grouped_convolution_head(mask_features, params, reference_points, channels, weight_nums, bias_nums, stride=4):
-    """The released head, written out: every query gets its own copy of the mask features and of
-    the relative coordinates (reference minus pixel centre, x then y) and one grouped 1x1
-    convolution per layer runs over all copies."""
-    b, t, c, h, w = mask_features.shape
-    q = params.shape[2]
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64) * stride + stride // 2,
-                            torch.arange(w, dtype=torch.float64) * stride + stride // 2, indexing='ij')
-    relative = torch.stack([reference_points[..., 0, None, None] - xs, reference_points[..., 1, None, None] - ys], 3)
-    x = torch.cat([repeat(mask_features, 'b t c h w -> b t q c h w', q=q), relative], 3).reshape(1, -1, h, w)
-    n = b * t * q
-    flat = params.reshape(n, -1)
-    splits = flat.split(weight_nums + bias_nums, dim=1)
-    layers = len(weight_nums)
-    for layer in range(layers):
-        out_channels = channels if layer < layers - 1 else 1
-        weight = splits[layer].reshape(n * out_channels, -1, 1, 1)
-        x = F.conv2d(x, weight, splits[layers + layer].reshape(-1), groups=n)
-        if layer < layers - 1:
-            x = F.relu(x)
-    return x.reshape(b, t, q, h, w)
-
-
 def test_dynamic_head_equals_grouped_convolution():
     torch.manual_seed(0)
     channels, c = 8, 6
@@ -138,7 +113,7 @@ def test_dynamic_head_equals_grouped_convolution():
     params = torch.randn(2, 3, 4, sum(weight_nums) + sum(bias_nums), dtype=torch.float64, requires_grad=True)
     references = (torch.rand(2, 3, 4, 2, dtype=torch.float64) * 28).requires_grad_()
     ours = dynamic_mask_logits(mask_features, params, references, channels, weight_nums, bias_nums, True)
-    theirs = grouped_convolution_head(mask_features, params, references, channels, weight_nums, bias_nums)
+    theirs = grouped_conv_mask_logits(mask_features, params, references, channels, weight_nums, bias_nums, True)
     torch.testing.assert_close(ours, theirs)
     grad = torch.randn_like(ours)
     for a, b in zip(torch.autograd.grad(ours, (mask_features, params, references), grad),
@@ -176,8 +151,9 @@ def test_chunked_feed_forward_equals_all_tokens(monkeypatch):
 
 
 def small_model(flags=()):
-    torch.manual_seed(0)
-    model, criterion, _ = build_model(parse_args(SMALL + list(flags)))
+    """`build_small` with random (rather than zero) sampling-offset and attention-weight projections, so
+    that every query of the deformable attention samples its own locations."""
+    model, criterion = build_small(flags)
     for module in model.modules():
         if isinstance(module, MSDeformAttn):
             torch.nn.init.normal_(module.sampling_offsets.weight, std=0.05)
@@ -200,13 +176,38 @@ def test_model_equals_reference_formulation(monkeypatch):
     model, _ = small_model()
     model.eval()
     monkeypatch.setattr(models.layers, 'CHUNK_ELEMENTS', 40000)
-    videos = random_clips(2, 3, SIZES)
+    videos = random_clips(2, 3, CLIP_SIZES)
     targets = [{'size': torch.tensor(v.shape[-2:])} for v in videos]
     with torch.no_grad():
         fast = model(videos, CAPTIONS, targets)
         with reference_formulation(model):
             reference = model(videos, CAPTIONS, targets)
     assert_outputs_close(fast, reference)
+
+
+def test_reference_formulation_switches_every_fast_path_and_restores_them():
+    model, _ = small_model()
+    vision_language = next(m for m in model.modules() if isinstance(m, VisionLanguageBlock))
+    attention = next(m for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention))
+    with reference_formulation(model):
+        assert models.bifit.dynamic_mask_logits is grouped_conv_mask_logits
+        assert models.ops.modules.ms_deform_attn is per_level_grid_sample
+        assert models.pixel_decoder.post_norm_ffn is models.inter_frame.post_norm_ffn is unchunked_post_norm_ffn
+        assert model.backbone[0].forward.__func__ is torchvision_resnet_forward
+        assert 'forward' in vars(vision_language) and 'forward' in vars(attention)
+    assert models.bifit.dynamic_mask_logits is dynamic_mask_logits
+    assert models.pixel_decoder.post_norm_ffn is models.layers.post_norm_ffn
+    assert 'forward' not in vars(model.backbone[0]) and 'forward' not in vars(attention)
+
+
+def test_reference_formulation_fails_when_a_fast_path_is_no_longer_used(monkeypatch):
+    """A fast path renamed or replaced (here: the mask head no longer calls `dynamic_mask_logits`) must not
+    leave the oracle comparing the fast formulation with itself."""
+    model, _ = small_model()
+    monkeypatch.setattr(models.bifit, 'dynamic_mask_logits', lambda *args: dynamic_mask_logits(*args))
+    with pytest.raises(RuntimeError, match='calls models.dynamic_mask_head.dynamic_mask_logits any more'):
+        with reference_formulation(model):
+            pass
 
 
 def test_training_step_equals_reference_formulation():
@@ -223,8 +224,8 @@ def test_training_step_equals_reference_formulation():
 
     def step():
         model.zero_grad(set_to_none=True)
-        losses = criterion(model(videos, CAPTIONS, targets), targets)
-        sum(losses[k] * criterion.weight_dict[k] for k in losses).backward()
+        total, losses = weighted_loss(criterion, model(videos, CAPTIONS, targets), targets)
+        total.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         return losses, grads
 
@@ -258,7 +259,7 @@ class HostReads(TorchDispatchMode):
 def test_forward_reads_nothing_back_on_the_host(monkeypatch, annotated):
     model, _ = small_model(['--dataset_file', 'a2d'] if annotated else [])
     model.eval()
-    videos = random_clips(2, 3, SIZES)
+    videos = random_clips(2, 3, CLIP_SIZES)
     targets = [{'size': torch.tensor(v.shape[-2:])} for v in videos]
     if annotated:
         targets = [dict(t, valid_indices=torch.tensor([1])) for t in targets]
@@ -287,8 +288,7 @@ def assert_mixed_precision_close(model, criterion, device, autocast_context):
     model.train()
     with autocast_context():
         outputs = model(videos, CAPTIONS, targets)
-    losses = criterion(to_float32(outputs), targets)
-    total = sum(losses[k] * criterion.weight_dict[k] for k in losses)
+    total, _ = weighted_loss(criterion, to_float32(outputs), targets)
     total.backward()
     assert torch.isfinite(total)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
@@ -315,7 +315,7 @@ def test_cuda_forward_does_not_synchronise():
     model, _ = small_model()
     device = torch.device('cuda')
     model.to(device).eval()
-    videos = [v.to(device) for v in random_clips(2, 2, SIZES)]
+    videos = [v.to(device) for v in random_clips(2, 2, CLIP_SIZES)]
     targets = [{'size': torch.tensor(v.shape[-2:], device=device)} for v in videos]
     with torch.no_grad(), autocast(device, True):
         model(videos, CAPTIONS, targets)

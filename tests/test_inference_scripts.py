@@ -16,13 +16,10 @@ import inference_davis
 import inference_ytvos
 import main as train_main
 from opts import parse_args as parse_with_config
-from tests.conftest import SMALL_MODEL, TINY_ROBERTA, parse_args
-
-OFFLINE = ['--text_encoder', str(TINY_ROBERTA), '--device', 'cpu', '--short_side', '96']
-
+from tests.conftest import SMALL_MODEL, offline_flags, parse_args
 
 def script_args(module, *flags) -> argparse.Namespace:
-    return parse_with_config(module.get_parser(), [*SMALL_MODEL, *OFFLINE, *flags])
+    return parse_with_config(module.get_parser(), [*SMALL_MODEL, *offline_flags(), '--short_side', '96', *flags])
 
 
 def ytvos_args(synthetic_data, checkpoint, output, *flags):
@@ -34,6 +31,8 @@ def read_meta(root, split):
     return json.loads((root / 'meta_expressions' / split / 'meta_expressions.json').read_text())['videos']
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_ytvos_inference_writes_masks_and_submission(synthetic_data, small_checkpoint, tmp_path):
     output = tmp_path / 'ytvos'
     inference_ytvos.main(ytvos_args(synthetic_data, small_checkpoint, output, '--visualize'))
@@ -55,6 +54,8 @@ def test_ytvos_inference_writes_masks_and_submission(synthetic_data, small_check
     assert not list(output.rglob('*.partial'))
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_ytvos_inference_resumes_where_it_stopped(synthetic_data, small_checkpoint, tmp_path, monkeypatch):
     output = tmp_path / 'ytvos'
     args = ytvos_args(synthetic_data, small_checkpoint, output, '--no_zip')
@@ -72,6 +73,8 @@ def test_ytvos_inference_resumes_where_it_stopped(synthetic_data, small_checkpoi
     assert not list(output.rglob('*.partial'))
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_ytvos_inference_with_two_worker_processes(synthetic_data, small_checkpoint, tmp_path):
     single, double = tmp_path / 'one', tmp_path / 'two'
     inference_ytvos.main(ytvos_args(synthetic_data, small_checkpoint, single, '--no_zip'))
@@ -82,6 +85,7 @@ def test_ytvos_inference_with_two_worker_processes(synthetic_data, small_checkpo
         assert np.array_equal(np.array(Image.open(single / path)), np.array(Image.open(double / path))), path
 
 
+@pytest.mark.e2e
 def test_ytvos_inference_errors(synthetic_data, small_checkpoint, tmp_path):
     with pytest.raises(FileNotFoundError, match='meta file not found: expected .*meta_expressions/valid/meta_expressions.json'):
         inference_ytvos.main(script_args(inference_ytvos, '--ytvos_path', str(tmp_path / 'nowhere'),
@@ -102,6 +106,8 @@ def test_ytvos_inference_errors(synthetic_data, small_checkpoint, tmp_path):
         inference_ytvos.main(ytvos_args(synthetic_data, other, tmp_path / 'out2'))
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_davis_inference_and_evaluation(synthetic_data, small_checkpoint, tmp_path):
     root = synthetic_data / 'ref-davis'
     output = tmp_path / 'davis'
@@ -135,7 +141,9 @@ def demo_args(video, output, *flags):
     return script_args(demo, '--video', str(video), '--output', str(output), *flags)
 
 
-@pytest.mark.parametrize('output_name', ['overlay.gif', 'overlay.mp4', 'frames'])
+@pytest.mark.e2e
+@pytest.mark.parametrize('output_name', ['overlay.gif', pytest.param('overlay.mp4', marks=pytest.mark.slow),
+                                         pytest.param('frames', marks=pytest.mark.slow)])
 def test_demo_on_a_video_file(synthetic_data, small_checkpoint, tmp_path, output_name):
     video = sorted((synthetic_data / 'a2d_sentences' / 'Release' / 'clips320H').glob('*.mp4'))[0]
     output = tmp_path / output_name
@@ -150,6 +158,7 @@ def test_demo_on_a_video_file(synthetic_data, small_checkpoint, tmp_path, output
         assert output.stat().st_size > 0
 
 
+@pytest.mark.e2e
 def test_demo_on_a_folder_of_frames_keeps_their_names(synthetic_data, small_checkpoint, tmp_path):
     frames = synthetic_data / 'ref-youtube-vos' / 'train' / 'JPEGImages'
     video = sorted(frames.iterdir())[0]
@@ -157,6 +166,7 @@ def test_demo_on_a_folder_of_frames_keeps_their_names(synthetic_data, small_chec
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == sorted(p.stem + '.png' for p in video.iterdir())
 
 
+@pytest.mark.e2e
 def test_demo_bad_inputs(small_checkpoint, tmp_path):
     broken = tmp_path / 'broken.mp4'
     broken.write_bytes(b'not a video')
@@ -169,7 +179,8 @@ def test_demo_bad_inputs(small_checkpoint, tmp_path):
         demo.main(demo_args(broken, tmp_path / 'o.gif', '--text', ' ', '--resume', str(small_checkpoint)))
 
 
-@pytest.mark.parametrize('dataset_file', ['a2d', 'jhmdb'])
+@pytest.mark.e2e
+@pytest.mark.parametrize('dataset_file', [pytest.param('a2d', marks=pytest.mark.slow), 'jhmdb'])
 def test_a2d_and_jhmdb_evaluation(synthetic_data, small_checkpoint, tmp_path, dataset_file):
     args = script_args(train_main, '--dataset_file', dataset_file, '--eval', '--resume', str(small_checkpoint),
                        '--a2d_path', str(synthetic_data / 'a2d_sentences'),

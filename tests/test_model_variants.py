@@ -1,29 +1,37 @@
-"""The network's options: each variant runs forward, loss and backward, and does what it says."""
+"""The network's options: each variant runs forward, loss and backward, trains exactly its trainable
+parameters, and does what it says. The options are those of the released model at a smaller width
+(`SMALL_MODEL`); the released width is exercised by the fixture and formulation tests."""
 import pytest
 import torch
 
 from models import build_model
 from models.ops import MSDeformAttn
-from tests.conftest import clip_targets, parse_args, random_clips
+from tests.conftest import (CAPTIONS, CLIP_SIZES, SMALL_MODEL, assert_gradients_reach_the_trainable_parameters,
+                            clip_targets, parse_args, random_clips, weighted_loss)
 
-SMALL = ['--backbone', 'resnet18', '--dim_feedforward', '64', '--enc_layers', '1', '--dec_layers', '2',
-         '--num_queries', '3', '--with_box_refine', '--binary', '--freeze_text_encoder']
-SIZES = [(64, 96), (96, 64)]
+FROZEN = ('backbone.0.body.conv1', 'backbone.0.body.layer1', 'text_encoder')
 
 
-def training_step(flags, num_frames=2, num_labels=1, annotated_frame=None):
+def training_step(flags, num_frames=2, num_labels=1, annotated_frame=None, base=SMALL_MODEL):
+    """A training step of `base` plus `flags` on two random clips (those of `step_targets`); checks that the
+    loss is finite and that the gradients reach the trainable parameters and no frozen one."""
     torch.manual_seed(0)
-    args = parse_args(SMALL + flags)
+    args = parse_args(base + flags)
     model, criterion, _ = build_model(args)
     model.train()
-    videos = random_clips(2, num_frames, SIZES)
-    targets = clip_targets(videos, num_labels, annotated_frame=annotated_frame)
-    outputs = model(videos, ['the person on the left', 'a dog'], targets)
-    losses = criterion(outputs, targets)
-    total = sum(losses[k] * criterion.weight_dict[k] for k in losses)
+    videos = random_clips(2, num_frames, CLIP_SIZES)
+    outputs = model(videos, CAPTIONS, step_targets(num_frames, num_labels, annotated_frame))
+    total, losses = weighted_loss(criterion, outputs, step_targets(num_frames, num_labels, annotated_frame))
     total.backward()
     assert torch.isfinite(total)
+    assert_gradients_reach_the_trainable_parameters(model, FROZEN)
+    assert not torch.allclose(outputs['pred_masks'][0], outputs['pred_masks'][1]), 'each clip its own masks'
     return args, model, criterion, outputs, losses
+
+
+def step_targets(num_frames=2, num_labels=1, annotated_frame=None):
+    """The targets of the clips of `training_step`."""
+    return clip_targets(random_clips(2, num_frames, CLIP_SIZES), num_labels, annotated_frame=annotated_frame)
 
 
 def assert_output_shapes(outputs, b, t, q, k, h, w):
@@ -52,22 +60,25 @@ def test_default_variant_trains_the_right_parameters():
 
 
 def test_without_box_refinement_heads_are_shared_and_references_fixed():
-    args = parse_args([f for f in SMALL if f != '--with_box_refine'])
+    args = parse_args([f for f in SMALL_MODEL if f != '--with_box_refine'])
     model, criterion, _ = build_model(args)
     assert model.transformer.decoder.bbox_embed is None
     assert model.class_embed[0] is model.class_embed[1] and model.bbox_embed[0] is model.bbox_embed[1]
     assert 'class_embed.1.weight' in model.state_dict()
     assert not any(k.startswith('transformer.decoder.bbox_embed') for k in model.state_dict())
     model.eval()
-    videos = random_clips(2, 2, SIZES)
+    videos = random_clips(2, 2, CLIP_SIZES)
     with torch.no_grad():
         outputs = model(videos, ['a', 'b'], [{'size': torch.tensor(v.shape[-2:])} for v in videos])
     initial = model.transformer.reference_points(model.query_embed.weight).sigmoid()
     assert torch.allclose(outputs['reference_points'], initial.expand_as(outputs['reference_points']))
     model.train()
     targets = clip_targets(videos)
-    losses = criterion(model(videos, ['a', 'b'], targets), targets)
-    sum(losses.values()).backward()
+    total, _ = weighted_loss(criterion, model(videos, ['a', 'b'], targets), targets)
+    total.backward()
+    assert torch.isfinite(total)
+    assert_gradients_reach_the_trainable_parameters(model, FROZEN)
+    assert model.class_embed[0].weight.grad.abs().sum() > 0, 'the shared class head learns from every layer'
 
 
 def test_no_rel_coord_changes_the_dynamic_head_size():
@@ -90,7 +101,7 @@ def test_queries_and_decoder_layers(flags, queries, layers):
     assert len(model.transformer.decoder.decoder_layers) == layers
     assert len(losses) == 5 * layers
     model.eval()
-    videos = random_clips(1, 2, SIZES)
+    videos = random_clips(1, 2, CLIP_SIZES)
     with torch.no_grad():
         out = model(videos, ['a'], [{'size': torch.tensor(videos[0].shape[-2:])}])
     assert out['reference_points'].shape == (1, 2, queries, 2)
@@ -109,11 +120,11 @@ def test_encoder_and_inter_frame_layers():
 
 def test_inter_frame_interaction_lets_frames_see_each_other():
     """Decoder queries of frame 1 change when only frame 0 changes, through the inter-frame layers."""
-    args = parse_args(SMALL)
+    args = parse_args(SMALL_MODEL)
     model, _, _ = build_model(args)
     model.eval()
     layer = model.transformer.decoder.query_encoder_layers
-    queries = torch.randn(2 * 3, 4, 256)
+    queries = torch.randn(2 * 3, 4, args.hidden_dim)
     changed = queries.clone()
     changed[0] += 1.0
     out, out_changed = layer(queries, num_frames=3), layer(changed, num_frames=3)
@@ -128,18 +139,16 @@ def test_number_of_frames(num_frames):
 
 
 def test_category_classes_use_the_labels():
-    flags = [f for f in SMALL if f != '--binary'] + ['--dataset_file', 'ytvos']
-    args = parse_args(flags)
-    model, criterion, _ = build_model(args)
+    _, model, criterion, outputs, _ = training_step(['--dataset_file', 'ytvos'], num_labels=65,
+                                                    base=[f for f in SMALL_MODEL if f != '--binary'])
     assert model.class_embed[0].out_features == 65
-    videos = random_clips(2, 2, SIZES)
-    targets = clip_targets(videos, num_classes_labels=65)
-    outputs = model(videos, ['a', 'b'], targets)
+    criterion.matcher.cost_class = 0  # the same matching whatever the labels
+    outputs = {k: v.detach() if torch.is_tensor(v) else v for k, v in outputs.items()}
+    targets = step_targets(num_labels=65)
     losses = criterion(outputs, targets)
-    sum(losses[k] * criterion.weight_dict[k] for k in losses).backward()
     for target in targets:
         target['labels'] = (target['labels'] + 1) % 65
-    relabelled = criterion({k: v.detach() if torch.is_tensor(v) else v for k, v in outputs.items()}, targets)
+    relabelled = criterion(outputs, targets)
     assert relabelled['loss_ce'].item() != pytest.approx(losses['loss_ce'].item())
     assert relabelled['loss_mask'].item() == pytest.approx(losses['loss_mask'].item())
 
@@ -156,7 +165,7 @@ def test_annotated_frame_selection_equals_running_that_frame_alone():
     _, model, criterion, outputs, losses = training_step(['--dataset_file', 'a2d'], num_frames=3, annotated_frame=1)
     assert_output_shapes(outputs, 2, 1, 3, 1, 96, 96)
     model.eval()
-    videos = random_clips(1, 3, SIZES)
+    videos = random_clips(1, 3, CLIP_SIZES)
     size = torch.tensor(videos[0].shape[-2:])
     with torch.no_grad():
         selected = model(videos, ['a dog'], [{'size': size, 'valid_indices': torch.tensor([1])}])

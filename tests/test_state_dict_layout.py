@@ -2,14 +2,12 @@
 `ytvos_r50.pth` / `a2d_r50.pth` load with strict=True, and lists its weights in the original's order."""
 import json
 import shutil
-from typing import List, Tuple
 
 import pytest
 import torch
-from torch import nn
 
 from models import build_model
-from tests.conftest import REFERENCE, TINY_ROBERTA, parse_args
+from tests.conftest import parameters_in_key_order, parse_args, read_layout, reference
 
 ROBERTA_BASE = dict(vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                     intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1,
@@ -17,34 +15,12 @@ ROBERTA_BASE = dict(vocab_size=50265, hidden_size=768, num_hidden_layers=12, num
                     architectures=['RobertaModel'])
 
 
-def read_layout():
-    """The original's state dict, in its order: {key: (shape, dtype)}."""
-    layout = {}
-    for line in (REFERENCE / 'state_dict_resnet50.tsv').read_text().splitlines():
-        key, shape, dtype = line.split('\t')
-        layout[key] = (tuple(json.loads(shape.replace('(', '[').replace(',)', ']').replace(')', ']'))), dtype)
-    return layout
-
-
-def parameters_in_key_order(model: nn.Module, keys: List[str]) -> List[Tuple[str, nn.Parameter]]:
-    """What `named_parameters()` lists for a model whose state dict has `keys` in that order: the keys that
-    are parameters, a shared tensor under its first key only."""
-    seen, named = set(), []
-    for key in keys:
-        module_name, _, attribute = key.rpartition('.')
-        tensor = getattr(model.get_submodule(module_name), attribute)
-        if isinstance(tensor, nn.Parameter) and id(tensor) not in seen:
-            seen.add(id(tensor))
-            named.append((key, tensor))
-    return named
-
-
 @pytest.fixture(scope='module')
 def released_model(tmp_path_factory):
     """The default R50 model with roberta-base's configuration, on the meta device (no weights)."""
     text_encoder = tmp_path_factory.mktemp('roberta-base-config')
     for name in ('tokenizer.json', 'tokenizer_config.json', 'vocab.json', 'merges.txt'):
-        shutil.copy(TINY_ROBERTA / name, text_encoder / name)
+        shutil.copy(reference('tiny_roberta', name), text_encoder / name)
     (text_encoder / 'config.json').write_text(json.dumps(ROBERTA_BASE))
     args = parse_args(['--backbone', 'resnet50', '--with_box_refine', '--binary', '--freeze_text_encoder',
                        '--text_encoder', str(text_encoder)])

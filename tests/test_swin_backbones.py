@@ -15,12 +15,12 @@ from torchvision.models.swin_transformer import SwinTransformerBlock
 from torchvision.models.video.swin_transformer import SwinTransformer3d
 
 from models import build_model
-from opts import BACKBONES
-from models.backbone import build_backbone
-from util.checkpoint import load_model_weights
+from models.backbone import BACKBONES, build_backbone
 from models.swin import (IMAGE_SWINS, PRETRAINED_REQUIRED, VIDEO_SWINS, SwinBody, SwinSize, VideoSwinBody,
                          build_swin_body)
-from tests.conftest import clip_targets, parse_args, random_clips
+from tests.conftest import (CAPTIONS, SMALL_FULL_WIDTH, assert_gradients_reach_the_trainable_parameters,
+                            clip_targets, parse_args, random_clips, weighted_loss)
+from util.checkpoint import load_model_weights
 from util.misc import NestedTensor, downsample_mask
 
 DOCUMENTED = {  # name: (channels, blocks per stage, heads per stage, last block's drop path rate)
@@ -33,8 +33,6 @@ DOCUMENTED = {  # name: (channels, blocks per stage, heads per stage, last block
     'video_swin_b_p4w7': ([128, 256, 512, 1024], [2, 2, 18, 2], [4, 8, 16, 32], 0.2),
 }
 TINY = SwinSize(16, (2, 2, 2, 2), (1, 2, 2, 4))
-SMALL_BIFIT = ['--dim_feedforward', '64', '--enc_layers', '1', '--dec_layers', '2', '--num_queries', '3',
-               '--with_box_refine', '--binary', '--freeze_text_encoder']
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -228,7 +226,7 @@ def test_variants_have_the_documented_configuration(name):
 def swin_bifit(request) -> Tuple[str, nn.Module]:
     """(backbone name, a small BIFIT with that backbone)."""
     torch.manual_seed(0)
-    return request.param, build_model(parse_args(SMALL_BIFIT + ['--backbone', request.param]))[0]
+    return request.param, build_model(parse_args(SMALL_FULL_WIDTH + ['--backbone', request.param]))[0]
 
 
 def test_state_dict_has_the_original_layout(swin_bifit):
@@ -472,17 +470,17 @@ def test_activation_checkpointing_gives_the_same_gradients(body_class):
 @pytest.mark.parametrize('name', ['swin_t_p4w7', 'video_swin_t_p4w7'])
 def test_bifit_trains_with_swin_backbones(name):
     torch.manual_seed(0)
-    args = parse_args(SMALL_BIFIT + ['--backbone', name, '--use_checkpoint'])
+    args = parse_args(SMALL_FULL_WIDTH + ['--backbone', name, '--use_checkpoint'])
     model, criterion, _ = build_model(args)
     model.train()
     videos = random_clips(2, 2, [(64, 96), (56, 72)])
     targets = clip_targets(videos)
-    outputs = model(videos, ['the person on the left', 'a dog'], targets)
+    outputs = model(videos, CAPTIONS, targets)
     assert outputs['pred_masks'].shape == (2, 2, 3, 16, 24)
-    losses = criterion(outputs, targets)
-    total = sum(losses[k] * criterion.weight_dict[k] for k in losses)
+    total, _ = weighted_loss(criterion, outputs, targets)
     total.backward()
     assert torch.isfinite(total)
+    assert_gradients_reach_the_trainable_parameters(model, frozen=['text_encoder'])
     body = model.backbone[0].body
     assert body.layers[0].blocks[0].attn.qkv.weight.grad.abs().sum() > 0
     assert body.patch_embed.proj.weight.grad.abs().sum() > 0

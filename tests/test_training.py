@@ -2,9 +2,6 @@
 parameter groups, finetuning from another number of classes, and non-finite losses."""
 import itertools
 import json
-import os
-import random
-import subprocess
 import sys
 
 import numpy as np
@@ -16,22 +13,19 @@ from datasets import build_data_loader, build_dataset
 from engine import NonFiniteLossError, evaluate_mask_iou, train_one_epoch
 from models import build_model
 from opts import parse_args as parse_with_config
-from tests.conftest import ROOT, SMALL_MODEL, TINY_ROBERTA, generate_synthetic, parse_args
-
-OFFLINE = ['--text_encoder', str(TINY_ROBERTA), '--backbone_pretrained', 'none', '--device', 'cpu']
+from tests.conftest import ROOT, SMALL_MODEL, generate_synthetic, offline_flags, parse_args, run_command
 
 
 def torchrun(output_dir, synthetic, epochs, *flags):
     command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-               'main.py', *SMALL_MODEL, *OFFLINE, '--dataset_file', 'ytvos',
+               'main.py', *SMALL_MODEL, *offline_flags(), '--dataset_file', 'ytvos',
                '--ytvos_path', str(synthetic / 'ref-youtube-vos'), '--num_frames', '2', '--max_size', '96',
                '--num_workers', '0', '--epochs', str(epochs), '--lr_drop', '2', '--output_dir', str(output_dir), *flags]
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout + result.stderr
+    return run_command(command, OMP_NUM_THREADS='1')
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_two_processes_train_checkpoint_and_resume(synthetic_data, tmp_path):
     output = tmp_path / 'run'
     first = torchrun(output, synthetic_data, 1)
@@ -54,18 +48,13 @@ def test_two_processes_train_checkpoint_and_resume(synthetic_data, tmp_path):
     assert all(np.isfinite(entry['train_loss']) for entry in logs)
 
 
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed)
-
-
+@pytest.mark.slow
 def test_training_learns_ref_shapes(tmp_path_factory):
     """A small BIFIT trained for a bounded number of steps segments held-out Ref-Shapes clips clearly
     better than the same model untrained."""
     root = generate_synthetic(tmp_path_factory.mktemp('refshapes'), '--benchmarks', 'refshapes',
                               '--refshapes_train', '48', '--refshapes_valid', '8')
-    seed_everything(0)
+    train_main.seed_everything(0)
     args = parse_args([*SMALL_MODEL, '--dataset_file', 'ytvos', '--ytvos_path', str(root / 'ref-shapes'),
                        '--num_frames', '3', '--max_size', '160', '--lr', '3e-4', '--lr_backbone', '3e-4',
                        '--batch_size', '2', '--num_workers', '0'])
@@ -122,7 +111,7 @@ def test_finetuning_adapts_the_class_head(tmp_path):
 
 @pytest.fixture
 def tiny_training(synthetic_data):
-    seed_everything(0)
+    train_main.seed_everything(0)
     args = parse_args([*SMALL_MODEL, '--dataset_file', 'ytvos', '--ytvos_path', str(synthetic_data / 'ref-youtube-vos'),
                        '--num_frames', '2', '--max_size', '96', '--num_workers', '0'])
     model, criterion, _ = build_model(args)

@@ -20,8 +20,7 @@ from torch.optim.lr_scheduler import MultiStepLR
 
 import main as train_main
 from models import build_model
-from tests.conftest import SMALL_MODEL, parse_args
-from tests.test_state_dict_layout import parameters_in_key_order, read_layout
+from tests.conftest import SMALL_MODEL, parameters_in_key_order, parse_args, read_layout
 from util.checkpoint import load_model_weights, model_state_dict, read_checkpoint, save_checkpoint_atomic
 
 # The released model's modules (the names of the reference layout) at a small width. Every group is
