@@ -172,3 +172,13 @@ def test_annotated_frame_selection_equals_running_that_frame_alone():
         alone = model([videos[0][1:2]], ['a dog'], [{'size': size}])
     for key in ('pred_logits', 'pred_boxes', 'pred_masks'):
         torch.testing.assert_close(selected[key], alone[key], rtol=1e-4, atol=1e-4)
+
+
+def test_building_leaves_the_options_alone():
+    """`build_model` only reads its options; `--masks` of the original command lines is accepted (the
+    segmentation head is always on)."""
+    for flags in ([], ['--masks']):
+        args = parse_args(SMALL_MODEL + flags)
+        before = dict(vars(args))
+        build_model(args)
+        assert vars(args) == before
