@@ -4,7 +4,8 @@
   (RefCOCO/+/g pseudo-clips): the benchmarks' layouts and items;
 - `sampling.py`: which frames make a clip; `targets.py`: the target of the referred object;
 - `transforms_video.py`: augmentation and normalisation; `loaders.py`: collate and DataLoaders;
-- `categories.py`, `coco_gt.py`, `files.py`, `clip_dataset.py`: shared pieces.
+- `categories.py`, `coco_gt.py`, `clip_dataset.py`: shared pieces (files, json and the benchmark facts come
+  from `util/files.py` and `util/benchmarks.py`).
 """
 from pathlib import Path
 from typing import Optional
