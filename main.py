@@ -32,6 +32,7 @@ from util.misc import get_rank, init_distributed_mode, is_main_process
 
 logger = logging.getLogger('bifit')
 
+
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser('BIFIT training and evaluation', parents=[opts.get_args_parser()],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)

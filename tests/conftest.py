@@ -194,4 +194,3 @@ def run_command(command: Sequence, log: Optional[Path] = None, timeout: int = 90
         log.write_text(output)
     assert result.returncode == 0, f'{" ".join(map(str, command))} failed:\n{output[-4000:]}'
     return output
-

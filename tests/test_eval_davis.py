@@ -21,6 +21,7 @@ from util.davis_metrics import (boundary_f_measure, boundary_map, disk_kernel, e
                                 f_from_boundary_counts, frame_scores, per_frame_statistics, region_similarity,
                                 tolerance_radius)
 
+
 def rectangle(shape, rows, cols, value=1):
     """uint8 label map with `value` on rows[0]..rows[1], cols[0]..cols[1] (inclusive)."""
     labels = np.zeros(shape, dtype=np.uint8)

@@ -18,6 +18,7 @@ import main as train_main
 from opts import parse_args as parse_with_config
 from tests.conftest import SMALL_MODEL, offline_flags, parse_args
 
+
 def script_args(module, *flags) -> argparse.Namespace:
     return parse_with_config(module.get_parser(), [*SMALL_MODEL, *offline_flags(), '--short_side', '96', *flags])
 

@@ -9,6 +9,7 @@ import torch
 import torch.multiprocessing as mp
 from tqdm import tqdm
 
+
 def worker_device(rank: int, args) -> torch.device:
     if str(args.device).startswith('cuda'):
         device = torch.device('cuda', rank)
