@@ -36,11 +36,12 @@ class Recipes:
     """Runs each recipe once, its dependency first; remembers logs and failures."""
 
     def __init__(self, root: Path):
+        offline = offline_flags()
         data = generate_synthetic(root / 'data', '--videos', '1', '--frames', '5',
                                   '--benchmarks', 'ytvos', 'davis', 'a2d', 'jhmdb', 'refcoco')
         self.root = root
         self.out = root / 'runs'
-        self.overrides = [*offline_flags(), '--max_size', '96', '--short_side', '96', '--num_workers', '0',
+        self.overrides = [*offline, '--max_size', '96', '--short_side', '96', '--num_workers', '0',
                           '--epochs', '1', '--num_frames', '3', '--coco_path', data / 'coco',
                           '--ytvos_path', data / 'ref-youtube-vos', '--a2d_path', data / 'a2d_sentences',
                           '--jhmdb_path', data / 'jhmdb_sentences', '--davis_path', data / 'ref-davis']
