@@ -33,7 +33,6 @@ def read_meta(root, split):
 
 
 @pytest.mark.e2e
-@pytest.mark.slow
 def test_ytvos_inference_writes_masks_and_submission(synthetic_data, small_checkpoint, tmp_path):
     output = tmp_path / 'ytvos'
     inference_ytvos.main(ytvos_args(synthetic_data, small_checkpoint, output, '--visualize'))
@@ -143,8 +142,7 @@ def demo_args(video, output, *flags):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize('output_name', ['overlay.gif', pytest.param('overlay.mp4', marks=pytest.mark.slow),
-                                         pytest.param('frames', marks=pytest.mark.slow)])
+@pytest.mark.parametrize('output_name', ['overlay.gif', 'overlay.mp4', 'frames'])
 def test_demo_on_a_video_file(synthetic_data, small_checkpoint, tmp_path, output_name):
     video = sorted((synthetic_data / 'a2d_sentences' / 'Release' / 'clips320H').glob('*.mp4'))[0]
     output = tmp_path / output_name
