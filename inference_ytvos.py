@@ -26,7 +26,7 @@ from util.box_ops import box_cxcywh_to_xyxy
 from util.inference_workers import atomic_folder, run_sharded, split_evenly
 from util.logger import setup_logging
 from util.video_io import frames_to_clip, open_image
-from util.visualize import color, overlay
+from util.visualize import overlay
 
 logger = logging.getLogger('bifit')
 RELEASE_VALID_VIDEOS = 202
@@ -102,10 +102,10 @@ def segment(model, args, device, clip: torch.Tensor, text: str, frame_size) -> D
             'points': (outputs['reference_points'][:, query] * scale[:2]).numpy()}
 
 
-def save_overlays(folder: Path, frames: List[Image.Image], names: List[str], result: Dict, index: int) -> None:
+def save_overlays(folder: Path, frames: List[Image.Image], names: List[str], result: Dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for frame, name, mask, box, point in zip(frames, names, result['masks'], result['boxes'], result['points']):
-        overlay(frame, mask, box, point, color(index)).save(folder / f'{name}.png')
+        overlay(frame, mask, box, point).save(folder / f'{name}.png')
 
 
 def segment_videos(model, device, args, videos: List[List[Expression]], progress) -> None:
@@ -116,12 +116,12 @@ def segment_videos(model, device, args, videos: List[List[Expression]], progress
         names = expressions[0].frames
         frames = [open_image(frames_folder / expressions[0].video / f'{name}.jpg') for name in names]
         clip = frames_to_clip(frames, args.short_side)
-        for index, expression in enumerate(expressions):
+        for expression in expressions:
             result = segment(model, args, device, clip, expression.text, (frames[0].height, frames[0].width))
             write_masks(output, expression, result['masks'])
             if args.visualize:
                 folder = Path(args.output_dir) / f'{args.split}_images' / expression.video / expression.exp_id
-                save_overlays(folder, frames, names, result, index)
+                save_overlays(folder, frames, names, result)
             progress.put(1)
 
 
