@@ -13,14 +13,12 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Dict
 
 import numpy as np
 import torch
 
 import opts
 from engine import mask_probabilities, predict_clip, select_query
-from util.box_ops import box_cxcywh_to_xyxy
 from util.inference_workers import load_inference_model
 from util.logger import setup_logging
 from util.video_io import FrameSource, FrameWriter, frames_to_clip
@@ -44,8 +42,8 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def segment_video(model, source: FrameSource, text: str, args, device: torch.device) -> Dict[str, torch.Tensor]:
-    """The chosen query's mask logits `[T, h/4, w/4]` (float16) and boxes `[T, 4]` (cxcywh) for one sentence."""
+def segment_video(model, source: FrameSource, text: str, args, device: torch.device) -> torch.Tensor:
+    """The chosen query's mask logits `[T, h/4, w/4]` (float16) for one sentence."""
     start = time.time()
     outputs = []
     for frames in source.chunks(args.clip_len):
@@ -57,7 +55,7 @@ def segment_video(model, source: FrameSource, text: str, args, device: torch.dev
     scores = outputs['pred_logits'][:, query].sigmoid().max(-1)[0]
     logger.info('"%s": %.1f s (%.2f frames/s); chosen query %d, mean score %.3f', text, time.time() - start,
                 len(source) / (time.time() - start), query, scores.mean())
-    return {'masks': outputs['pred_masks'][:, query], 'boxes': outputs['pred_boxes'][:, query]}
+    return outputs['pred_masks'][:, query]
 
 
 @torch.no_grad()
@@ -73,7 +71,7 @@ def main(args) -> None:
     model = load_inference_model(args, device)
     logger.info('%s: %d frames; segmenting %s on %s', args.video, len(source),
                 ', '.join(f'"{text}"' for text in args.text), device)
-    results = [segment_video(model, source, text, args, device) for text in args.text]
+    mask_logits = [segment_video(model, source, text, args, device) for text in args.text]
 
     fps = args.fps or source.fps or 10.0
     covered = 0
@@ -82,13 +80,11 @@ def main(args) -> None:
             h, w = frames[0].height, frames[0].width
             indices = slice(covered, covered + len(frames))
             panels = []
-            for result in results:
-                masks = mask_probabilities(result['masks'][indices].float(), (h, w)) > args.threshold
-                boxes = box_cxcywh_to_xyxy(result['boxes'][indices]) * torch.tensor([w, h, w, h])
-                panels.append([overlay(frame, mask.astype(np.bool_), box)
-                               for frame, mask, box in zip(frames, masks.numpy(), boxes.tolist())])
+            for logits in mask_logits:
+                masks = mask_probabilities(logits[indices].float(), (h, w)) > args.threshold
+                panels.append([overlay(frame, mask.astype(np.bool_)) for frame, mask in zip(frames, masks.numpy())])
             for k in range(len(frames)):
-                if len(results) == 1:
+                if len(mask_logits) == 1:
                     writer.write(panels[0][k])
                 else:
                     writer.write(side_by_side([captioned(panel[k], text) for panel, text in zip(panels, args.text)]))

@@ -45,7 +45,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument('--clip_len', default=0, type=int,
                         help='(new) frames per forward pass, for bounded memory on long videos; the query is '
                              'still chosen over the whole video (0: the whole video at once, as the original)')
-    parser.add_argument('--no_zip', action='store_true', help='(new) do not write submission.zip')
+    parser.add_argument('--no_zip', action='store_true',
+                        help='(new) do not write submission.zip (e.g. for a held-out split scored by eval_rvos.py)')
     return parser
 
 
@@ -56,14 +57,15 @@ def read_meta(path: Path) -> Dict:
 
 def expressions_to_segment(args) -> List[Expression]:
     """The expressions of the split: for `valid`, the validation videos of the valid meta file minus
-    the test videos (the released valid meta also lists the test videos)."""
+    the test videos (the released valid meta also lists the test videos). A submission for the server
+    (no `--no_zip`) of another number of videos than the release's gets a warning."""
     root = Path(args.ytvos_path)
     meta = read_meta(root / 'meta_expressions' / args.split / 'meta_expressions.json')
     videos = set(meta)
     if args.split == 'valid':
         test_meta = root / 'meta_expressions' / 'test' / 'meta_expressions.json'
         videos -= set(read_meta(test_meta)) if test_meta.is_file() else set()
-        if len(videos) != RELEASE_VALID_VIDEOS:
+        if len(videos) != RELEASE_VALID_VIDEOS and not args.no_zip:
             logger.warning('%d validation videos (the released Ref-YouTube-VOS has %d): the server will '
                            'only score a complete submission', len(videos), RELEASE_VALID_VIDEOS)
     expressions = []
