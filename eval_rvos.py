@@ -31,8 +31,10 @@ LAYOUT_HINT = 'the Ref-YouTube-VOS layout, see data.md'
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description='(new) J&F and referring accuracy of Ref-YouTube-VOS-layout predictions against ground truth '
-                    'with masks (a held-out split, Ref-Shapes, converted Ref-DAVIS17).')
+        description='J&F and referring accuracy of Ref-YouTube-VOS-layout predictions against ground truth with '
+                    'masks (a held-out split, Ref-Shapes, converted Ref-DAVIS17). J, F and J&F: means over the frames '
+                    'of each expression, then over the expressions. Referring accuracy: the share of expressions '
+                    'whose masks, summed over the frames, cover the named object more than any other object.')
     parser.add_argument('--pred_path', required=True, type=Path,
                         help='predictions <video>/<exp_id>/<frame>.png, e.g. <output_dir>/valid of inference_ytvos.py')
     parser.add_argument('--gt_path', required=True, type=Path,
