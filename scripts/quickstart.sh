@@ -23,7 +23,7 @@ step "1/8 install the requirements"
 PIP_ROOT_USER_ACTION=ignore python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 
 step "2/8 synthetic datasets (Ref-Shapes, Ref-DAVIS17 layout) and a tiny text encoder"
-python tools/make_synthetic_data.py --out "$QS/data" --benchmarks refshapes davis --refshapes_train 64
+python tools/make_synthetic_data.py --out "$QS/data" --benchmarks refshapes davis --refshapes_train 84
 python tools/make_tiny_text_encoder.py --out "$QS/tiny_roberta" --datasets "$QS/data/ref-shapes" "$QS/data/ref-davis"
 
 # Quick-start settings, chosen so that 2 CPU cores learn referring in a few minutes (see README): small
@@ -47,7 +47,8 @@ model, _, _ = build_model(opts.parse_args(get_parser(), sys.argv[3:]))
 torch.save({'model': model.state_dict()}, sys.argv[1])
 EOF
 python inference_ytvos.py "${MODEL[@]}" "${HELD_OUT[@]}" --resume "$QS/untrained.pth" --output_dir "$QS/ytvos_untrained"
-python eval_rvos.py --pred_path "$QS/ytvos_untrained/valid" --gt_path "$QS/data/ref-shapes" | tee "$QS/eval_untrained.log"
+python eval_rvos.py --pred_path "$QS/ytvos_untrained/valid" --gt_path "$QS/data/ref-shapes" \
+    | tee "$QS/eval_untrained.log"
 
 step "4/8 train a small BIFIT on Ref-Shapes with 2 processes (torch.distributed, gloo)"
 python -m torch.distributed.run --standalone --nproc_per_node=2 main.py "${MODEL[@]}" "${SHAPES[@]}" \
@@ -77,8 +78,8 @@ for expression in videos[video]['expressions'].values():
 print(video, *list(first_sentence.values())[:2], sep='\n')
 EOF
 )
-python demo.py "${MODEL[@]}" --video "$QS/data/ref-shapes/valid/JPEGImages/${DEMO[0]}" --text "${DEMO[1]}" "${DEMO[2]}" \
-    --resume "$CHECKPOINT" --output "$QS/demo.gif" --short_side 96
+python demo.py "${MODEL[@]}" --video "$QS/data/ref-shapes/valid/JPEGImages/${DEMO[0]}" \
+    --text "${DEMO[1]}" "${DEMO[2]}" --resume "$CHECKPOINT" --output "$QS/demo.gif" --short_side 96
 step "done"
 
 NAMES=(install data untrained train trained davis eval_davis demo)
