@@ -25,7 +25,7 @@ from util.files import atomic_folder, atomic_write, read_json
 from util.inference_workers import run_sharded, split_evenly
 from util.logger import setup_logging
 from util.video_io import frames_to_clip, open_image
-from util.visualize import color, overlay
+from util.visualize import overlay
 
 logger = logging.getLogger('bifit')
 RELEASE_VALID_VIDEOS = 202
@@ -44,7 +44,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument('--clip_len', default=0, type=int,
                         help='(new) frames per forward pass, for bounded memory on long videos; the query is '
                              'still chosen over the whole video (0: the whole video at once, as the original)')
-    parser.add_argument('--no_zip', action='store_true', help='(new) do not write submission.zip')
+    parser.add_argument('--no_zip', action='store_true',
+                        help='(new) do not write submission.zip (e.g. for a held-out split scored by eval_rvos.py)')
     return parser
 
 
@@ -55,14 +56,15 @@ def read_meta(path: Path) -> Dict:
 
 def expressions_to_segment(args) -> List[Expression]:
     """The expressions of the split: for `valid`, the validation videos of the valid meta file minus
-    the test videos (the released valid meta also lists the test videos)."""
+    the test videos (the released valid meta also lists the test videos). A submission for the server
+    (no `--no_zip`) of another number of videos than the release's gets a warning."""
     root = Path(args.ytvos_path)
     meta = read_meta(root / 'meta_expressions' / args.split / 'meta_expressions.json')
     videos = set(meta)
     if args.split == 'valid':
         test_meta = root / 'meta_expressions' / 'test' / 'meta_expressions.json'
         videos -= set(read_meta(test_meta)) if test_meta.is_file() else set()
-        if len(videos) != RELEASE_VALID_VIDEOS:
+        if len(videos) != RELEASE_VALID_VIDEOS and not args.no_zip:
             logger.warning('%d validation videos (the released Ref-YouTube-VOS has %d): the server will '
                            'only score a complete submission', len(videos), RELEASE_VALID_VIDEOS)
     expressions = []
@@ -101,10 +103,10 @@ def segment(model, args, device, clip: torch.Tensor, text: str, frame_size) -> D
             'points': (outputs['reference_points'][:, query] * scale[:2]).numpy()}
 
 
-def save_overlays(folder: Path, frames: List[Image.Image], names: List[str], result: Dict, index: int) -> None:
+def save_overlays(folder: Path, frames: List[Image.Image], names: List[str], result: Dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for frame, name, mask, box, point in zip(frames, names, result['masks'], result['boxes'], result['points']):
-        overlay(frame, mask, box, point, color(index)).save(folder / f'{name}.png')
+        overlay(frame, mask, box, point).save(folder / f'{name}.png')
 
 
 def segment_videos(device, args, videos: List[List[Expression]], progress) -> None:
@@ -116,12 +118,12 @@ def segment_videos(device, args, videos: List[List[Expression]], progress) -> No
         names = expressions[0].frames
         frames = [open_image(frames_folder / expressions[0].video / f'{name}.jpg') for name in names]
         clip = frames_to_clip(frames, args.short_side)
-        for index, expression in enumerate(expressions):
+        for expression in expressions:
             result = segment(model, args, device, clip, expression.text, (frames[0].height, frames[0].width))
             write_masks(output, expression, result['masks'])
             if args.visualize:
                 folder = Path(args.output_dir) / f'{args.split}_images' / expression.video / expression.exp_id
-                save_overlays(folder, frames, names, result, index)
+                save_overlays(folder, frames, names, result)
             progress.put(1)
 
 

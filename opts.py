@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import torch
 
+from datasets.transforms_video import PHOTOMETRIC_MODES
 from models.backbone import BACKBONES
 from util.benchmarks import DATASETS
 from util.video_io import EVAL_SHORT_SIDE
@@ -120,6 +121,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument('--jhmdb_path', type=str, default='data/jhmdb_sentences')
     group.add_argument('--max_skip', default=3, type=int, help='largest gap to the anchor of the near frames')
     group.add_argument('--max_size', default=640, type=int, help='largest side of a resized frame')
+    group.add_argument('--photometric', default='ssd', choices=PHOTOMETRIC_MODES,
+                       help="(new) photometric augmentation of the training frames: 'ssd' (the original: "
+                            "brightness, contrast, saturation, hue and channel-order jitter, which changes the "
+                            "colours the captions name), 'brightness_contrast' (colours kept) or 'none'")
     group.add_argument('--binary', action='store_true', help='one "referred" class instead of categories')
     group.add_argument('--remove_difficult', action='store_true',
                        help='accepted for compatibility and unused, as in the original')

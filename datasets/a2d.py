@@ -162,5 +162,6 @@ class A2DSentences(ClipDataset):
 def build(image_set: str, args) -> A2DSentences:
     """'train' reads the train subset, 'val' the test subset."""
     subset = 'train' if image_set == 'train' else 'test'
-    return A2DSentences(Path(args.a2d_path), subset, make_video_transforms(image_set, args.max_size),
+    transforms = make_video_transforms(image_set, args.max_size, args.photometric)
+    return A2DSentences(Path(args.a2d_path), subset, transforms,
                         args.num_frames, args.max_skip, train=image_set == 'train')

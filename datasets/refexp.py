@@ -74,6 +74,6 @@ def build(name: str, image_set: str, args) -> RefExpPseudoClips:
     """Training items are clips of `args.num_frames` frames; evaluation items are the images alone."""
     root = Path(args.coco_path)
     return RefExpPseudoClips(root / 'train2014', root / name / f'instances_{name}_{image_set}.json',
-                             make_video_transforms(image_set, args.max_size),
+                             make_video_transforms(image_set, args.max_size, args.photometric),
                              args.num_frames if image_set == 'train' else 1, train=image_set == 'train',
                              cache_mode=args.cache_mode)

@@ -105,11 +105,24 @@ class RandomHorizontalFlip:
         return hflip(frames, target) if random.random() < self.p else (frames, target)
 
 
-class PhotometricDistort:
-    """SSD-style brightness / contrast / saturation / hue / channel-order jitter, drawn for each frame."""
+PHOTOMETRIC_MODES = ('ssd', 'brightness_contrast', 'none')
 
-    def __init__(self):
-        self.distort = v2.RandomPhotometricDistort()
+
+class PhotometricDistort:
+    """Photometric jitter drawn for each frame. 'ssd' (the original): SSD-style brightness / contrast /
+    saturation / hue / channel-order jitter; 'brightness_contrast': only its brightness and contrast draws
+    (same ranges and probability), so that the colours stay those a caption names. (The mode 'none' of
+    `PHOTOMETRIC_MODES` is no transform at all.)"""
+
+    def __init__(self, mode: str = 'ssd'):
+        if mode == 'ssd':
+            self.distort = v2.RandomPhotometricDistort()
+        elif mode == 'brightness_contrast':
+            ssd = v2.RandomPhotometricDistort()
+            self.distort = v2.Compose([v2.RandomApply([v2.ColorJitter(brightness=ssd.brightness)], p=ssd.p),
+                                       v2.RandomApply([v2.ColorJitter(contrast=ssd.contrast)], p=ssd.p)])
+        else:
+            raise ValueError(f"unknown photometric mode {mode!r}: expected 'ssd' or 'brightness_contrast'")
 
     def __call__(self, frames, target):
         return [self.distort(frame) for frame in frames], target
@@ -164,13 +177,14 @@ class Normalize:
         return video, target
 
 
-def make_video_transforms(image_set: str, max_size: int = VAL_MAX_SIZE) -> Compose:
-    """Training: flip, photometric distortion, multi-scale resize or resize + crop + resize, check (long side
-    at most `max_size`); evaluation: short side 360, long side at most 640 (or `max_size` if smaller)."""
+def make_video_transforms(image_set: str, max_size: int = VAL_MAX_SIZE, photometric: str = 'ssd') -> Compose:
+    """Training: flip, photometric distortion (`photometric`: a mode of `PhotometricDistort`, or 'none'),
+    multi-scale resize or resize + crop + resize, check (long side at most `max_size`); evaluation: short side
+    360, long side at most 640 (or `max_size` if smaller)."""
     if image_set == 'train':
         return Compose([
             RandomHorizontalFlip(),
-            PhotometricDistort(),
+            *([] if photometric == 'none' else [PhotometricDistort(photometric)]),
             RandomSelect(
                 Compose([RandomResize(TRAIN_SCALES, max_size), Check()]),
                 Compose([RandomResize([400, 500, 600]), RandomSizeCrop(384, 600),

@@ -85,5 +85,6 @@ def build(image_set: str, args, dataset_file: str = 'ytvos') -> YTVOSDataset:
         category_ids = YTVOS_CATEGORY_IDS
         if split == 'valid' and not (root / 'valid' / 'Annotations').is_dir():
             raise FileNotFoundError(f'{root / "valid" / "Annotations"} not found: {SERVER_HINT}')
-    return YTVOSDataset(root, split, make_video_transforms(image_set, args.max_size), args.num_frames,
+    transforms = make_video_transforms(image_set, args.max_size, args.photometric)
+    return YTVOSDataset(root, split, transforms, args.num_frames,
                         args.max_skip, category_ids, train=image_set == 'train', hint=hint)

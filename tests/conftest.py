@@ -17,8 +17,10 @@ import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from models import build_model
@@ -176,6 +178,22 @@ def small_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp('checkpoint') / 'small.pth'
     torch.save({'model': model.state_dict()}, path)
     return path
+
+
+def label_map(shape: Tuple[int, int], rows: Tuple[int, int], cols: Tuple[int, int], value: int = 1) -> np.ndarray:
+    """uint8 label map of `shape` with `value` on rows[0]..rows[1], cols[0]..cols[1] (inclusive), 0 elsewhere."""
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[rows[0]:rows[1] + 1, cols[0]:cols[1] + 1] = value
+    return labels
+
+
+def save_label_png(labels: np.ndarray, path, palette: bool = True) -> None:
+    """`labels` as a PNG at `path` (its folders made): with the DAVIS palette, or grayscale."""
+    image = Image.fromarray(np.asarray(labels).astype(np.uint8))
+    if palette:
+        image.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [255] * (3 * 253))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
 
 
 def free_port() -> int:

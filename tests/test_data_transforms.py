@@ -1,4 +1,5 @@
-"""Clip transforms: resize rule, flip (and the caption's left/right), crop + check, normalisation."""
+"""Clip transforms: resize rule, flip (and the caption's left/right), crop + check, photometric modes,
+normalisation."""
 import random
 
 import numpy as np
@@ -7,8 +8,9 @@ import torch
 from PIL import Image
 
 from datasets.targets import clip_target, mask_boxes
-from datasets.transforms_video import (Check, Normalize, crop, hflip, make_video_transforms, resize, resized_shape,
-                                       swap_left_right)
+from datasets.transforms_video import (Check, Normalize, PhotometricDistort, crop, hflip, make_video_transforms,
+                                       resize, resized_shape, swap_left_right)
+from opts import get_args_parser
 from util.box_ops import box_cxcywh_to_xyxy
 from util.video_io import IMAGENET_MEAN, IMAGENET_STD
 
@@ -133,3 +135,26 @@ def test_train_transform_keeps_boxes_on_masks():
 def test_unknown_image_set():
     with pytest.raises(ValueError, match='image_set'):
         make_video_transforms('test')
+
+
+def dominant_channels(mode, draws=60):
+    """The strongest channel of a red, a green and a blue frame after each of `draws` draws of `mode`."""
+    torch.manual_seed(0)
+    frames = [Image.new('RGB', (8, 8), color) for color in ((220, 40, 40), (40, 170, 60), (40, 80, 225))]
+    distort = PhotometricDistort(mode)
+    return {tuple(int(np.asarray(frame).reshape(-1, 3).mean(0).argmax()) for frame in distort(frames, {})[0])
+            for _ in range(draws)}
+
+
+def test_photometric_modes():
+    assert get_args_parser().parse_args([]).photometric == 'ssd', 'the original augmentation stays the default'
+    assert len(dominant_channels('ssd')) > 1, 'the original permutes the channels of some frames'
+    assert dominant_channels('brightness_contrast') == {(0, 1, 2)}, 'a red shape stays red'
+    frames, target = make_clip()
+    torch.manual_seed(0)
+    changed = make_video_transforms('train', photometric='brightness_contrast').transforms[1](frames, target)[0]
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(frames, changed))
+    without = make_video_transforms('train', photometric='none').transforms
+    assert not any(isinstance(transform, PhotometricDistort) for transform in without)
+    with pytest.raises(ValueError, match='unknown photometric mode'):
+        PhotometricDistort('hue')

@@ -13,24 +13,16 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 from scipy import ndimage
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, label_map, save_label_png
 from util.davis_metrics import (boundary_f_measure, boundary_map, disk_kernel, evaluate_davis, evaluate_sequence,
                                 f_from_boundary_counts, frame_scores, per_frame_statistics, region_similarity,
                                 tolerance_radius)
 
 
-def rectangle(shape, rows, cols, value=1):
-    """uint8 label map with `value` on rows[0]..rows[1], cols[0]..cols[1] (inclusive)."""
-    labels = np.zeros(shape, dtype=np.uint8)
-    labels[rows[0]:rows[1] + 1, cols[0]:cols[1] + 1] = value
-    return labels
-
-
 def test_boundary_map_of_an_interior_square():
-    seg = rectangle((4, 5), (1, 2), (1, 2))
+    seg = label_map((4, 5), (1, 2), (1, 2))
     # Outline of rows 0..2, cols 0..2: pixels whose right, lower or lower-right neighbour differs.
     expected = np.array([[1, 1, 1, 0, 0],
                          [1, 0, 1, 0, 0],
@@ -40,7 +32,7 @@ def test_boundary_map_of_an_interior_square():
 
 
 def test_boundary_map_last_row_and_column_rules():
-    seg = rectangle((3, 3), (1, 2), (1, 2))
+    seg = label_map((3, 3), (1, 2), (1, 2))
     # (1, 2): last column, compared with the pixel below only (1 vs 1) -> 0, although its right
     # neighbour beyond the image is 0. (2, 1): last row, compared with the right one only (1 vs 1)
     # -> 0. (2, 0): 0 vs 1 on its right -> 1. (2, 2): bottom-right -> always 0.
@@ -61,8 +53,8 @@ def test_tolerance_radius_and_disk():
 
 
 def test_square_shifted_by_three_columns():
-    gt = rectangle((12, 12), (2, 5), (2, 5))
-    pred = rectangle((12, 12), (2, 5), (5, 8))
+    gt = label_map((12, 12), (2, 5), (2, 5))
+    pred = label_map((12, 12), (2, 5), (5, 8))
     # J: overlap is column 5 (4 pixels), union 16 + 16 - 4 = 28.
     assert region_similarity(gt, pred) == pytest.approx(4 / 28)
     # Boundaries: outlines of rows 1..5 x cols 1..5 (gt) and cols 4..8 (pred), 16 pixels each.
@@ -72,8 +64,8 @@ def test_square_shifted_by_three_columns():
 
 
 def test_void_pixels_are_excluded_from_j_and_from_the_boundaries():
-    gt = rectangle((12, 12), (2, 5), (2, 5))
-    pred = rectangle((12, 12), (2, 5), (4, 7))
+    gt = label_map((12, 12), (2, 5), (2, 5))
+    pred = label_map((12, 12), (2, 5), (4, 7))
     void = np.zeros((12, 12), dtype=bool)
     void[:, 6:] = True
     # Without void: overlap cols 4..5 = 8, union 24 -> 1/3. Outlines rows 1..5 x cols 1..5 and
@@ -91,7 +83,7 @@ def test_void_pixels_are_excluded_from_j_and_from_the_boundaries():
 
 def test_absent_object_and_empty_prediction():
     empty = np.zeros((12, 12), dtype=np.uint8)
-    square = rectangle((12, 12), (2, 5), (2, 5))
+    square = label_map((12, 12), (2, 5), (2, 5))
     # Both empty: empty union -> J = 1; no boundary on either side -> P = R = 1 -> F = 1.
     assert region_similarity(empty, empty) == 1.0 and boundary_f_measure(empty, empty) == 1.0
     # Prediction where the object is absent: J = 0 / 16; P = 0, R = 1 -> F = 0.
@@ -105,7 +97,7 @@ def test_absent_object_and_empty_prediction():
 
 def two_squares(frames=2):
     """gt [T, 12, 24]: object 1 on rows 2..5 x cols 2..5, object 2 on rows 2..5 x cols 14..17."""
-    gt = rectangle((12, 24), (2, 5), (2, 5)) + rectangle((12, 24), (2, 5), (14, 17), value=2)
+    gt = label_map((12, 24), (2, 5), (2, 5)) + label_map((12, 24), (2, 5), (14, 17), value=2)
     return np.stack([gt] * frames)
 
 
@@ -113,8 +105,8 @@ def test_hungarian_assignment_with_more_proposals_than_objects():
     gt = two_squares()
     # Proposal 1 = object 2, proposal 2 = a small square far from both, proposal 3 = object 1
     # shifted right by 3 columns (J = 4/28, F = 9/16 as in test_square_shifted_by_three_columns).
-    pred = (rectangle((12, 24), (2, 5), (14, 17), value=1) + rectangle((12, 24), (8, 10), (9, 11), value=2)
-            + rectangle((12, 24), (2, 5), (5, 8), value=3))
+    pred = (label_map((12, 24), (2, 5), (14, 17), value=1) + label_map((12, 24), (8, 10), (9, 11), value=2)
+            + label_map((12, 24), (2, 5), (5, 8), value=3))
     pred = np.stack([pred] * 2)
     j, f = evaluate_sequence(gt, np.zeros(gt.shape, dtype=bool), pred, num_objects=2)
     # Like the official toolkit, the matched pairs come ordered by proposal: (1, object 2) first,
@@ -126,7 +118,7 @@ def test_hungarian_assignment_with_more_proposals_than_objects():
 def test_fewer_proposals_than_objects_are_padded_with_empty_masks():
     gt = two_squares()
     gt[1][gt[1] == 1] = 0  # object 1 is absent from frame 1
-    pred = np.stack([rectangle((12, 24), (2, 5), (14, 17))] * 2)  # proposal 1 = object 2
+    pred = np.stack([label_map((12, 24), (2, 5), (14, 17))] * 2)  # proposal 1 = object 2
     void = np.zeros(gt.shape, dtype=bool)
     j, f = evaluate_sequence(gt, void, pred, num_objects=2)
     # (proposal 1, object 2) is exact; object 1 gets the empty padding proposal: J = F = 0 on frame 0
@@ -177,14 +169,6 @@ def test_frame_scores_match_a_direct_pairwise_computation():
             assert f[k, i] == pytest.approx(2 * precision * recall / (precision + recall))
 
 
-def save_png(labels, path, palette=True):
-    image = Image.fromarray(labels.astype(np.uint8))
-    if palette:
-        image.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [255] * (3 * 253))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    image.save(path)
-
-
 def make_davis(root, annotations):
     """DAVIS-like tree: {sequence: gt [T, H, W]} -> ImageSets/2017/val.txt and annotation PNGs."""
     os.makedirs(os.path.join(root, 'ImageSets', '2017'))
@@ -193,13 +177,13 @@ def make_davis(root, annotations):
     for sequence, gt in annotations.items():
         for t, frame in enumerate(gt):
             for folder in ('Annotations_unsupervised', 'Annotations'):
-                save_png(frame, os.path.join(root, folder, '480p', sequence, f'{t:05d}.png'))
+                save_label_png(frame, os.path.join(root, folder, '480p', sequence, f'{t:05d}.png'))
 
 
 def make_results(root, results, palette=True):
     for sequence, pred in results.items():
         for t, frame in enumerate(pred):
-            save_png(frame, os.path.join(root, sequence, f'{t:05d}.png'), palette)
+            save_label_png(frame, os.path.join(root, sequence, f'{t:05d}.png'), palette)
 
 
 @pytest.fixture
@@ -207,12 +191,12 @@ def tiny_davis(tmp_path):
     """Two sequences; returns (davis root, results folder)."""
     # alpha: 3 frames 10x14, one object rows 3..6 x cols 3..7 with a void band on cols 8..9 that the
     # prediction also covers: J = 20/20 on non-void pixels and, void zeroed, identical boundaries.
-    alpha_gt = rectangle((10, 14), (3, 6), (3, 7)) + rectangle((10, 14), (3, 6), (8, 9), value=255)
-    alpha_pred = rectangle((10, 14), (3, 6), (3, 9))
+    alpha_gt = label_map((10, 14), (3, 6), (3, 7)) + label_map((10, 14), (3, 6), (8, 9), value=255)
+    alpha_pred = label_map((10, 14), (3, 6), (3, 9))
     # beta: 4 frames, two squares; proposal 1 = object 1, proposal 2 = object 2 shifted by 3 columns
     # on frames 0..2 (J = 1/7, F = 9/16) and exact on frame 3.
     beta_gt = two_squares(frames=4)
-    beta_pred = [rectangle((12, 24), (2, 5), (2, 5)) + rectangle((12, 24), (2, 5), (17, 20), value=2)] * 3
+    beta_pred = [label_map((12, 24), (2, 5), (2, 5)) + label_map((12, 24), (2, 5), (17, 20), value=2)] * 3
     beta_pred.append(beta_gt[3])
     davis_root, results = str(tmp_path / 'DAVIS'), str(tmp_path / 'results')
     make_davis(davis_root, {'alpha': np.stack([alpha_gt] * 3), 'beta': beta_gt})
@@ -256,7 +240,7 @@ def test_mean_over_several_results_folders(tiny_davis, tmp_path):
     other = str(tmp_path / 'other')
     shutil.copytree(results, other)
     for name in sorted(os.listdir(os.path.join(other, 'beta'))):
-        save_png(rectangle((12, 24), (2, 5), (2, 5)), os.path.join(other, 'beta', name))
+        save_label_png(label_map((12, 24), (2, 5), (2, 5)), os.path.join(other, 'beta', name))
     rows = [evaluate_davis(folder, davis_root, progress=False)[0] for folder in (results, other, other, other)]
     mean_csv = str(tmp_path / 'mean.csv')
     run = subprocess.run([sys.executable, 'eval_davis.py', '--davis_path', davis_root, '--mean_csv', mean_csv,
@@ -301,7 +285,7 @@ def test_missing_results_are_clear_errors(tiny_davis):
 @pytest.mark.e2e
 def test_too_many_proposals_is_a_clear_error(tiny_davis):
     davis_root, results = tiny_davis
-    save_png(np.full((12, 24), 21), os.path.join(results, 'beta', '00001.png'))
+    save_label_png(np.full((12, 24), 21), os.path.join(results, 'beta', '00001.png'))
     with pytest.raises(ValueError, match='sequence beta: .*proposal id 21'):
         evaluate_davis(results, davis_root, progress=False)
     run = subprocess.run([sys.executable, 'eval_davis.py', '--results_path', results, '--davis_path', davis_root],

@@ -17,6 +17,7 @@ import inference_ytvos
 import main as train_main
 from opts import parse_args as parse_with_config
 from tests.conftest import SMALL_MODEL, offline_flags, parse_args
+from util.visualize import OUTLINE_COLORS, captioned, contrasting_color, overlay, side_by_side
 
 
 def script_args(module, *flags) -> argparse.Namespace:
@@ -163,6 +164,43 @@ def test_demo_on_a_folder_of_frames_keeps_their_names(synthetic_data, small_chec
     video = sorted(frames.iterdir())[0]
     demo.main(demo_args(video, tmp_path / 'out', '--text', 'a shape', '--resume', str(small_checkpoint)))
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == sorted(p.stem + '.png' for p in video.iterdir())
+
+
+@pytest.mark.e2e
+def test_demo_with_two_sentences_shows_two_captioned_panels(synthetic_data, small_checkpoint, tmp_path):
+    video = sorted((synthetic_data / 'ref-shapes' / 'valid' / 'JPEGImages').iterdir())[0]
+    demo.main(demo_args(video, tmp_path / 'out', '--text', 'the red circle', 'a square in blue',
+                        '--resume', str(small_checkpoint)))
+    frame = Image.open(sorted(video.iterdir())[0])
+    panels = Image.open(sorted((tmp_path / 'out').iterdir())[0])
+    assert panels.width == 2 * frame.width + 4 and panels.height > frame.height, 'two panels, captions below'
+
+
+def test_overlay_keeps_the_object_colour_visible_inside_a_contrasting_outline():
+    pixels = np.full((60, 80, 3), 180, np.uint8)
+    mask = np.zeros((60, 80), bool)
+    mask[20:40, 30:50] = True
+    pixels[mask] = (235, 205, 40)  # a yellow square
+    drawn = np.asarray(overlay(Image.fromarray(pixels), mask)).astype(int)
+    rgb = contrasting_color(pixels[mask])
+    assert rgb in OUTLINE_COLORS and np.abs(np.subtract(rgb, (235, 205, 40))).sum() > 300
+    assert (drawn[mask.nonzero()[0].min(), 40] == rgb).all(), 'an opaque outline on the mask border'
+    inside = drawn[24:36, 34:46].reshape(-1, 3)
+    yellow = (inside == (235, 205, 40)).all(1)
+    assert 0.2 < yellow.mean() < 0.8, 'stripes: part of the object keeps its own colour'
+    assert (drawn[:10] == 180).all() and (drawn[:, :20] == 180).all(), 'nothing drawn away from the mask'
+    assert (np.asarray(overlay(Image.fromarray(pixels))) == pixels).all()
+    assert contrasting_color(np.zeros((0, 3))) == OUTLINE_COLORS[0]
+
+
+def test_captions_and_panels():
+    image = Image.new('RGB', (64, 48), (0, 0, 255))
+    with_caption = captioned(image, 'the green triangle moving down')
+    assert with_caption.width == 64 and with_caption.height > 48
+    assert np.asarray(with_caption)[:48].tolist() == np.asarray(image).tolist()
+    assert np.asarray(with_caption)[48:].min() < 100, 'dark text is drawn below the image'
+    row = side_by_side([image, with_caption], gap=4)
+    assert row.size == (132, with_caption.height)
 
 
 @pytest.mark.e2e

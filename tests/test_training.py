@@ -1,5 +1,6 @@
-"""Training: torch.distributed with two processes and resuming, learning on Ref-Shapes, the optimiser's
-parameter groups, finetuning from another number of classes, and non-finite losses."""
+"""Training: torch.distributed with two processes and resuming, learning on Ref-Shapes (masks, and the object
+the sentence names), the optimiser's parameter groups, finetuning from another number of classes, and
+non-finite losses."""
 import itertools
 import json
 import sys
@@ -8,12 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+import eval_rvos
+import inference_ytvos
 import main as train_main
 from datasets import build_data_loader, build_dataset
 from engine import NonFiniteLossError, evaluate_mask_iou, train_one_epoch
 from models import build_model
 from opts import parse_args as parse_with_config
 from tests.conftest import ROOT, SMALL_MODEL, generate_synthetic, offline_flags, parse_args, run_command
+from util.files import read_json
+from util.video_io import frames_to_clip, open_image
 
 
 def torchrun(output_dir, synthetic, epochs, *flags):
@@ -69,6 +74,52 @@ def test_training_learns_ref_shapes(tmp_path_factory):
     print(f"held-out mean IoU: untrained {untrained['mean_iou']:.3f}, trained {trained['mean_iou']:.3f}")
     assert trained['mean_iou'] > untrained['mean_iou'] + 0.15
     assert trained['overall_iou'] > 2 * untrained['overall_iou']
+
+
+QUICK_START = ['--num_queries', '1', '--num_frames', '2', '--max_size', '128', '--photometric', 'brightness_contrast',
+               '--lr', '3e-4', '--lr_backbone', '0', '--lr_text_encoder', '3e-4', '--lr_text_fusion', '3e-4',
+               '--batch_size', '4', '--num_workers', '0', '--short_side', '96']
+"""The settings of scripts/quickstart.sh (one process with the batch of its two; --num_queries overrides
+SMALL_MODEL's)."""
+
+
+@pytest.mark.slow
+def test_training_learns_to_follow_the_sentence(tmp_path_factory):
+    """With the quick start's settings, a bounded training run makes sentences naming different objects of the
+    same held-out video segment different objects: referring accuracy (the masks inference_ytvos.py would
+    write, scored as eval_rvos.py does) far above the ~0.4 of one object per video, whatever the sentence."""
+    root = generate_synthetic(tmp_path_factory.mktemp('referring'), '--benchmarks', 'refshapes',
+                              '--refshapes_train', '64', '--refshapes_valid', '8') / 'ref-shapes'
+    train_main.seed_everything(0)
+    trainable_text = [flag for flag in SMALL_MODEL if flag != '--freeze_text_encoder']
+    args = parse_with_config(inference_ytvos.get_parser(), [*offline_flags(), *trainable_text, *QUICK_START,
+                                                             '--dataset_file', 'ytvos', '--ytvos_path', str(root)])
+    model, criterion, _ = build_model(args)
+    optimizer = torch.optim.AdamW(train_main.parameter_groups(model, args), lr=args.lr, weight_decay=args.weight_decay)
+    device = torch.device('cpu')
+    train = build_data_loader(build_dataset('train', args), args, train=True)
+    train_one_epoch(model, criterion, itertools.islice(train, 200), optimizer, device, 0, args.clip_max_norm)
+
+    model.eval()
+    output = tmp_path_factory.mktemp('predictions')
+    for video, entry in read_json(root / 'meta_expressions' / 'valid' / 'meta_expressions.json',
+                                  'expressions')['videos'].items():
+        frames = [open_image(root / 'valid' / 'JPEGImages' / video / f'{name}.jpg') for name in entry['frames']]
+        clip = frames_to_clip(frames, args.short_side)
+        for exp_id, expression in entry['expressions'].items():
+            job = inference_ytvos.Expression(video, exp_id, expression['exp'], entry['frames'])
+            result = inference_ytvos.segment(model, args, device, clip, job.text, (frames[0].height, frames[0].width))
+            inference_ytvos.write_masks(output, job, result['masks'])
+    summary, results = eval_rvos.evaluate(output, root, progress=False)
+    covered = {}
+    for result in results:
+        covered.setdefault(result.video, set()).add(result.covered_obj_id)
+    print(f"held-out: {eval_rvos.format_summary(summary)}; objects covered per video: "
+          f"{sorted(len(objects) for objects in covered.values())}")
+    assert summary['referring_accuracy'] >= 0.75
+    assert sum(len(objects) > 1 for objects in covered.values()) >= 0.75 * len(covered), \
+        'the sentences of a video lead to masks on different objects'
+    assert summary['J'] > 0.5
 
 
 def test_parameter_groups_follow_the_learning_rate_options():
