@@ -56,7 +56,6 @@ def test_ytvos_inference_writes_masks_and_submission(synthetic_data, small_check
 
 
 @pytest.mark.e2e
-@pytest.mark.slow
 def test_ytvos_inference_resumes_where_it_stopped(synthetic_data, small_checkpoint, tmp_path, monkeypatch):
     output = tmp_path / 'ytvos'
     args = ytvos_args(synthetic_data, small_checkpoint, output, '--no_zip')
@@ -108,7 +107,6 @@ def test_ytvos_inference_errors(synthetic_data, small_checkpoint, tmp_path):
 
 
 @pytest.mark.e2e
-@pytest.mark.slow
 def test_davis_inference_and_evaluation(synthetic_data, small_checkpoint, tmp_path):
     root = synthetic_data / 'ref-davis'
     output = tmp_path / 'davis'
@@ -217,7 +215,7 @@ def test_demo_bad_inputs(small_checkpoint, tmp_path):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize('dataset_file', [pytest.param('a2d', marks=pytest.mark.slow), 'jhmdb'])
+@pytest.mark.parametrize('dataset_file', ['a2d', 'jhmdb'])
 def test_a2d_and_jhmdb_evaluation(synthetic_data, small_checkpoint, tmp_path, dataset_file):
     args = script_args(train_main, '--dataset_file', dataset_file, '--eval', '--resume', str(small_checkpoint),
                        '--a2d_path', str(synthetic_data / 'a2d_sentences'),
