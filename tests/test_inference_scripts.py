@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import demo
+import inference
 import eval_davis
 import inference_davis
 import inference_ytvos
@@ -65,8 +66,8 @@ def test_ytvos_inference_resumes_where_it_stopped(synthetic_data, small_checkpoi
     shutil.rmtree(removed)
     (removed.parent / (removed.name + '.partial')).mkdir()
     calls = []
-    real_segment = inference_ytvos.segment
-    monkeypatch.setattr(inference_ytvos, 'segment', lambda *a, **k: calls.append(a[4]) or real_segment(*a, **k))
+    real_segment = inference.segment_expression
+    monkeypatch.setattr(inference, 'segment_expression', lambda *a, **k: calls.append(a[2]) or real_segment(*a, **k))
     inference_ytvos.main(args)
     assert len(calls) == 1, 'only the missing expression is segmented again'
     assert removed.is_dir() and len(list(removed.glob('*.png'))) == len(list(written[0].glob('*.png')))

@@ -4,7 +4,7 @@ from typing import Dict
 
 REFEXP_DATASETS = ('refcoco', 'refcoco+', 'refcocog')
 # The `--dataset_file` choices: 'all' is RefCOCO/+/g together, 'joint' those and Ref-YouTube-VOS.
-DATASETS = ('ytvos', 'davis', 'a2d', 'jhmdb', *REFEXP_DATASETS, 'all', 'joint')
+DATASETS = ('ytvos', 'davis', 'a2d', 'jhmdb', 'mevis', *REFEXP_DATASETS, 'all', 'joint')
 
 # The 65 Ref-YouTube-VOS categories; a category's label is its index.
 YTVOS_CATEGORIES = (
@@ -18,7 +18,7 @@ YTVOS_CATEGORIES = (
 )
 
 # Benchmarks trained and scored with the one class "referred", whatever `--binary` says.
-CLASS_AGNOSTIC_DATASETS = ('a2d', 'jhmdb')
+CLASS_AGNOSTIC_DATASETS = ('a2d', 'jhmdb', 'mevis')
 NUM_CLASSES: Dict[str, int] = {'ytvos': len(YTVOS_CATEGORIES), 'davis': 78}
 # The classes of every other `--dataset_file` (RefCOCO/+/g and their combinations): COCO's category ids.
 NUM_COCO_CLASSES = 91
@@ -29,9 +29,18 @@ COCO_GROUND_TRUTH_FILES: Dict[str, str] = {
     'jhmdb': 'jhmdb_sentences_gt_annotations_in_coco_format.json',
 }
 
+# MeViS (<mevis_path>/<split>/): the splits of the release, those whose masks are public (mask_dict.json),
+# the file names in every split folder, and the videos of the split the server scores.
+MEVIS_SPLITS = ('train', 'valid_u', 'valid')
+MEVIS_SPLITS_WITH_MASKS = ('train', 'valid_u')
+MEVIS_EXPRESSIONS_FILE = 'meta_expressions.json'
+MEVIS_MASKS_FILE = 'mask_dict.json'
+MEVIS_SERVER_SPLIT = 'valid'
+MEVIS_SERVER_VIDEOS = 140
+
 
 def num_classes(dataset_file: str, binary: bool) -> int:
-    """Outputs of the class head: 1 with `--binary` or for A2D/JHMDB-Sentences; else 65 (Ref-YouTube-VOS),
+    """Outputs of the class head: 1 with `--binary` or for A2D/JHMDB-Sentences and MeViS; else 65 (Ref-YouTube-VOS),
     78 (Ref-DAVIS17), 91 (COCO: RefCOCO/+/g, 'all', 'joint')."""
     if binary or dataset_file in CLASS_AGNOSTIC_DATASETS:
         return 1
