@@ -65,7 +65,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                     'A sentence without predictions scores 0 (with a warning for a missing sentence folder or '
                     'frame, which the organisers\' script drops instead).')
     parser.add_argument('--pred_path', required=True, type=Path,
-                        help='predictions <video>/<exp_id>/<frame>.png, e.g. <output_dir>/valid_u of inference_mevis.py')
+                        help='predictions <video>/<exp_id>/<frame>.png, e.g. <output_dir>/valid_u of '
+                             'inference_mevis.py')
     parser.add_argument('--mevis_path', default=Path('data/mevis'), type=Path,
                         help='the MeViS root holding <split>/meta_expressions.json and <split>/mask_dict.json')
     parser.add_argument('--split', default='valid_u', choices=MEVIS_SPLITS_WITH_MASKS,

@@ -41,7 +41,7 @@ def get_parser() -> argparse.ArgumentParser:
                              'every query whose averaged score exceeds --mevis_score_threshold (none: an empty '
                              'mask), for sentences that refer to several objects')
     parser.add_argument('--mevis_score_threshold', default=0.5, type=float,
-                        help="(new) the score a query needs with --mevis_selection threshold")
+                        help='(new) the score a query needs with --mevis_selection threshold')
     return parser
 
 

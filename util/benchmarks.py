@@ -1,5 +1,6 @@
 """Facts about the benchmarks that both the models and the data loaders need: the `--dataset_file` names,
-the classes of each benchmark and the file names of the ground truths the loaders derive."""
+the classes of each benchmark, the file names of the ground truths the loaders derive, MeViS's splits and
+files."""
 from typing import Dict
 
 REFEXP_DATASETS = ('refcoco', 'refcoco+', 'refcocog')
