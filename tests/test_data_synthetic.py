@@ -56,7 +56,8 @@ def test_refshapes_masks_are_the_rendered_shapes(synthetic_data):
 
 
 def test_generation_is_deterministic_and_protects_other_folders(tmp_path):
-    flags = ('--benchmarks', 'refshapes', '--refshapes_train', '2', '--refshapes_valid', '1')
+    flags = ('--benchmarks', 'refshapes', 'mevis', '--refshapes_train', '2', '--refshapes_valid', '1',
+             '--mevis_train', '1', '--mevis_valid_u', '1', '--mevis_valid', '1')
     first, again = generate_synthetic(tmp_path / 'a', *flags), generate_synthetic(tmp_path / 'b', *flags)
     other = generate_synthetic(tmp_path / 'c', *flags, '--seed', '1')
     files = sorted(p.relative_to(first) for p in first.rglob('*') if p.is_file())

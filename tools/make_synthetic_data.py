@@ -33,7 +33,7 @@ from datasets.a2d import prepare_a2d  # noqa: E402
 from datasets.jhmdb import prepare_jhmdb  # noqa: E402
 from tools.convert_davis_to_ytvos import ANNOTATION_FILES, convert as convert_davis  # noqa: E402
 from tools.convert_refexp_to_coco import convert as convert_refexp  # noqa: E402
-from util.benchmarks import YTVOS_CATEGORIES  # noqa: E402
+from util.benchmarks import MEVIS_EXPRESSIONS_FILE, MEVIS_MASKS_FILE, YTVOS_CATEGORIES  # noqa: E402
 from util.files import write_json  # noqa: E402
 
 COLORS = {'red': (220, 40, 40), 'green': (40, 170, 60), 'blue': (40, 80, 225), 'yellow': (235, 205, 40)}
@@ -440,9 +440,9 @@ def make_mevis(out: Path, rng: np.random.Generator, args) -> None:
                         entry.update(obj_id=members, anno_id=[anno_ids[k] for k in members])
                     expressions[str(len(expressions))] = entry
             videos[video] = {'frames': names, 'expressions': expressions}
-        write_json({'videos': videos}, out / split / 'meta_expressions.json')
+        write_json({'videos': videos}, out / split / MEVIS_EXPRESSIONS_FILE)
         if split != 'valid':
-            write_json(masks, out / split / 'mask_dict.json')
+            write_json(masks, out / split / MEVIS_MASKS_FILE)
 
 
 MAKERS: Dict[str, Callable] = {'ytvos': make_ytvos, 'davis': make_davis, 'a2d': make_a2d, 'jhmdb': make_jhmdb,

@@ -30,9 +30,8 @@ COCO_GROUND_TRUTH_FILES: Dict[str, str] = {
     'jhmdb': 'jhmdb_sentences_gt_annotations_in_coco_format.json',
 }
 
-# MeViS (<mevis_path>/<split>/): the splits of the release, those whose masks are public (mask_dict.json),
-# the file names in every split folder, and the videos of the split the server scores.
-MEVIS_SPLITS = ('train', 'valid_u', 'valid')
+# MeViS (<mevis_path>/<split>/, splits train, valid_u, valid): those whose masks are public (mask_dict.json),
+# the file names in every split folder, and the split the server scores with its number of videos.
 MEVIS_SPLITS_WITH_MASKS = ('train', 'valid_u')
 MEVIS_EXPRESSIONS_FILE = 'meta_expressions.json'
 MEVIS_MASKS_FILE = 'mask_dict.json'
