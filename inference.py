@@ -66,20 +66,25 @@ def mask_probabilities(mask_logits: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(mask_logits[None], size=tuple(size), mode='bilinear', align_corners=False)[0].sigmoid()
 
 
-def segment_expression(model: nn.Module, clip: torch.Tensor, text: str, frame_size, device: torch.device, args,
-                       score_threshold: Optional[float] = None) -> Dict[str, np.ndarray]:
-    """One sentence over a whole video `[T, 3, h, w]` (`args.clip_len` frames per forward pass, 0: all at
-    once; the queries are chosen over the whole video): `masks [T, H, W]` (bool; the union of the queries of
-    `select_queries`), and the box `[T, 4]` (x1, y1, x2, y2 pixels) and reference point `[T, 2]` (pixels) of
-    the best query."""
+def predict_video(model: nn.Module, clip: torch.Tensor, text: str, device: torch.device,
+                  args) -> Dict[str, torch.Tensor]:
+    """The outputs of `predict_clip` for one sentence over a whole video `[T, 3, h, w]`, on the CPU, from
+    forward passes of `args.clip_len` frames (0: all at once)."""
     chunk = args.clip_len if args.clip_len > 0 else len(clip)
     outputs = [predict_clip(model, clip[start:start + chunk], text, device, args.amp)
                for start in range(0, len(clip), chunk)]
-    outputs = {k: torch.cat([o[k].cpu() for o in outputs]) for k in outputs[0]}
+    return {k: torch.cat([o[k].cpu() for o in outputs]) for k in outputs[0]}
+
+
+def chosen_masks(outputs: Dict[str, torch.Tensor], frame_size, threshold: float,
+                 score_threshold: Optional[float] = None) -> Dict[str, np.ndarray]:
+    """A sentence's result from its outputs over a whole video (the queries are chosen over all of it):
+    `masks [T, H, W]` (bool; the union of the queries of `select_queries`, probabilities above `threshold`),
+    and the box `[T, 4]` (x1, y1, x2, y2 pixels) and reference point `[T, 2]` (pixels) of the best query."""
     best = select_query(outputs['pred_logits'])
-    masks = np.zeros((len(clip), *frame_size), dtype=bool)
+    masks = np.zeros((len(outputs['pred_logits']), *frame_size), dtype=bool)
     for query in select_queries(outputs['pred_logits'], score_threshold):
-        masks |= (mask_probabilities(outputs['pred_masks'][:, query], frame_size) > args.threshold).numpy()
+        masks |= (mask_probabilities(outputs['pred_masks'][:, query], frame_size) > threshold).numpy()
     h, w = frame_size
     scale = torch.tensor([w, h, w, h], dtype=torch.float32)
     return {'masks': masks, 'boxes': (box_cxcywh_to_xyxy(outputs['pred_boxes'][:, best]) * scale).numpy(),
@@ -98,8 +103,8 @@ def segment_videos(device: torch.device, args, videos: List[List[Expression]], p
         frames = [open_image(frames_root / expressions[0].video / f'{name}.jpg') for name in names]
         clip = frames_to_clip(frames, args.short_side)
         for expression in expressions:
-            result = segment_expression(model, clip, expression.text, (frames[0].height, frames[0].width), device,
-                                        args, score_threshold)
+            outputs = predict_video(model, clip, expression.text, device, args)
+            result = chosen_masks(outputs, (frames[0].height, frames[0].width), args.threshold, score_threshold)
             write_masks(output, expression, result['masks'])
             if args.visualize:
                 folder = Path(args.output_dir) / f'{args.split}_images' / expression.video / expression.exp_id
@@ -110,7 +115,7 @@ def segment_videos(device: torch.device, args, videos: List[List[Expression]], p
 def segment_expressions(args, expressions: Sequence[Expression], frames_root: Path,
                         score_threshold: Optional[float] = None) -> None:
     """Masks of every expression not written yet into `<output_dir>/<split>/<video>/<exp_id>/<frame>.png`, the
-    videos shared among `--ngpu` worker processes (see `segment_expression` for `score_threshold`)."""
+    videos shared among `--ngpu` worker processes (see `chosen_masks` for `score_threshold`)."""
     output = Path(args.output_dir) / args.split
     pending = [e for e in expressions if not is_written(output, e)]
     logger.info('%d videos, %d expressions; %d already written, %d to do', len({e.video for e in expressions}),

@@ -68,8 +68,8 @@ def test_ytvos_inference_resumes_where_it_stopped(synthetic_data, small_checkpoi
     shutil.rmtree(removed)
     (removed.parent / (removed.name + '.partial')).mkdir()
     calls = []
-    real_segment = inference.segment_expression
-    monkeypatch.setattr(inference, 'segment_expression', lambda *a, **k: calls.append(a[2]) or real_segment(*a, **k))
+    real_predict = inference.predict_video
+    monkeypatch.setattr(inference, 'predict_video', lambda *a, **k: calls.append(a[2]) or real_predict(*a, **k))
     inference_ytvos.main(args)
     assert len(calls) == 1, 'only the missing expression is segmented again'
     assert removed.is_dir() and len(list(removed.glob('*.png'))) == len(list(written[0].glob('*.png')))
@@ -135,7 +135,7 @@ def test_mevis_inference_writes_masks_and_the_server_zip(synthetic_data, small_c
         assert set(archive.namelist()) == {f'{v}/{e}/{f}.png' for v in valid for e in valid[v]['expressions']
                                            for f in valid[v]['frames']}, 'video folders at the root'
     calls = []
-    monkeypatch.setattr(inference, 'segment_expression', lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(inference, 'predict_video', lambda *a, **k: calls.append(a))
     inference_mevis.main(mevis_args(synthetic_data, small_checkpoint, output, '--split', 'valid'))
     assert calls == [], 'a re-run finds every sentence written'
 
@@ -172,8 +172,8 @@ def test_mevis_query_selection(score_threshold, columns):
     here, exceeds the threshold."""
     args = argparse.Namespace(clip_len=1, amp=False, threshold=0.5)
     clip = torch.arange(2.0)[:, None, None, None].expand(2, 3, 16, 16)
-    result = inference.segment_expression(FixedOutputs(), clip, 'two dogs', (4, 4), torch.device('cpu'), args,
-                                          score_threshold)
+    outputs = inference.predict_video(FixedOutputs(), clip, 'two dogs', torch.device('cpu'), args)
+    result = inference.chosen_masks(outputs, (4, 4), args.threshold, score_threshold)
     expected = np.zeros((2, 4, 4), bool)
     expected[:, :, columns] = True
     assert np.array_equal(result['masks'], expected)

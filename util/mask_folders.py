@@ -36,7 +36,7 @@ def write_masks(folder: Path, expression: Expression, masks: np.ndarray) -> None
 
 def save_overlays(folder: Path, frames: List[Image.Image], names: List[str], result: Dict) -> None:
     """`<folder>/<name>.png`: every frame with its mask, box and reference point (`result` of
-    `inference.segment_expression`)."""
+    `inference.chosen_masks`)."""
     folder.mkdir(parents=True, exist_ok=True)
     for frame, name, mask, box, point in zip(frames, names, result['masks'], result['boxes'], result['points']):
         overlay(frame, mask, box, point).save(folder / f'{name}.png')
