@@ -27,6 +27,7 @@ from engine import evaluate_a2d, evaluate_mask_iou, train_one_epoch
 from models import build_model
 from util.checkpoint import (compare_state_dicts, load_model_weights, model_state_dict, read_checkpoint,
                              save_checkpoint_atomic)
+from util.curves import TrainingCurves
 from util.logger import setup_logging
 from util.misc import get_rank, init_distributed_mode, is_main_process
 
@@ -39,6 +40,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument('--no_auto_resume', action='store_true',
                         help='(new) do not continue from <output_dir>/checkpoint.pth when it exists')
     parser.add_argument('--print_freq', default=10, type=int, help='(new) iterations between log lines')
+    parser.add_argument('--no_tensorboard', action='store_true',
+                        help='(new) do not write TensorBoard curves (event files beside log.txt: loss terms, '
+                             'learning rates, gradient norm per step; log.txt values per epoch)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
     return parser
 
@@ -202,13 +206,19 @@ def main(args) -> Dict[str, float]:
 
     data_loader_train = build_data_loader(build_dataset('train', args), args, train=True)
     output_dir = Path(args.output_dir)
-    logger.info('training from epoch %d to %d', args.start_epoch, args.epochs)
+    curves = None
+    if args.output_dir and is_main_process() and not args.no_tensorboard:
+        curves = TrainingCurves(args.output_dir)
+    logger.info('training from epoch %d to %d; effective batch %d (%d processes x %d clips x %d accumulation steps)',
+                args.start_epoch, args.epochs, args.world_size * args.batch_size * args.grad_accum_steps,
+                args.world_size, args.batch_size, args.grad_accum_steps)
     start_time = time.time()
     for epoch in range(args.start_epoch, args.epochs):
         set_epoch(data_loader_train, epoch)
         train_stats = train_one_epoch(model, criterion, data_loader_train, optimizer, device, epoch,
                                       args.clip_max_norm, amp=args.amp, skip_nonfinite=args.skip_nonfinite,
-                                      print_freq=args.print_freq)
+                                      print_freq=args.print_freq, grad_accum_steps=args.grad_accum_steps,
+                                      curves=curves)
         lr_scheduler.step()
         if args.output_dir and is_main_process():
             checkpoint = training_checkpoint(model_without_ddp, optimizer, lr_scheduler, epoch, args)
@@ -222,6 +232,10 @@ def main(args) -> Dict[str, float]:
         if args.output_dir and is_main_process():
             with (output_dir / 'log.txt').open('a') as f:
                 f.write(json.dumps(log_stats) + '\n')
+        if curves is not None:
+            curves.add_epoch(epoch, log_stats)
+    if curves is not None:
+        curves.close()
     logger.info('training time %.1f min', (time.time() - start_time) / 60)
     return {}
 

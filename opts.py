@@ -20,6 +20,13 @@ def default_device() -> str:
     return 'cuda' if torch.cuda.is_available() else 'cpu'
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{text} is not a positive integer')
+    return value
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser('BIFIT training and inference', add_help=False)
     parser.add_argument('--config', default=None, type=str,
@@ -40,6 +47,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                        type=str, nargs='+')
     group.add_argument('--lr_linear_proj_mult', default=1.0, type=float)
     group.add_argument('--batch_size', default=1, type=int, help='clips per process')
+    group.add_argument('--grad_accum_steps', default=1, type=positive_int,
+                       help='(new) batches per optimisation step: their gradients are accumulated, so that N '
+                            'processes with K steps train with the effective batch (and the loss normalisation) '
+                            'of N x K processes, e.g. 2 GPUs with 4 for the recipes of 8 GPUs; the last step of an '
+                            'epoch takes the batches left over')
     group.add_argument('--weight_decay', default=5e-4, type=float)
     group.add_argument('--epochs', default=10, type=int)
     group.add_argument('--lr_drop', default=[6, 8], type=int, nargs='+',

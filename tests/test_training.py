@@ -174,8 +174,8 @@ def tiny_training(synthetic_data):
 def poison(criterion):
     real = criterion.forward
 
-    def forward(outputs, targets):
-        losses = real(outputs, targets)
+    def forward(outputs, targets, num_boxes=None):
+        losses = real(outputs, targets, num_boxes)
         losses['loss_mask'] = losses['loss_mask'] * float('nan')
         return losses
     criterion.forward = forward
