@@ -24,9 +24,10 @@ import opts
 from datasets import build_dataset, ground_truth_file
 from datasets.loaders import build_data_loader, set_epoch
 from engine import evaluate_a2d, evaluate_mask_iou, train_one_epoch
+from inference import describe_model
 from models import build_model
-from util.checkpoint import (compare_state_dicts, load_model_weights, model_state_dict, read_checkpoint,
-                             save_checkpoint_atomic)
+from util.checkpoint import (compare_state_dicts, load_checkpoint, load_model_weights, model_state_dict,
+                             read_checkpoint, save_checkpoint_atomic)
 from util.curves import TrainingCurves
 from util.logger import setup_logging
 from util.misc import get_rank, init_distributed_mode, is_main_process
@@ -185,7 +186,7 @@ def main(args) -> Dict[str, float]:
         logger.info('finetuning from %s', args.pretrained_weights)
     if resume:
         checkpoint = read_checkpoint(resume)
-        load_model_weights(model_without_ddp, model_state_dict(checkpoint), source=resume)
+        load_checkpoint(model_without_ddp, checkpoint, resume, describe_model(args))
         if not args.eval and all(k in checkpoint for k in ('optimizer', 'lr_scheduler', 'epoch')):
             args.start_epoch = restore_training_state(checkpoint, optimizer, lr_scheduler, resume)
             logger.info('resumed %s at epoch %d', resume, args.start_epoch)

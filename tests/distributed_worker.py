@@ -17,7 +17,8 @@ from torch import nn
 
 from datasets import collate_fn
 from engine import train_one_epoch
-from tests.conftest import build_small, clip_targets, random_clips
+from models import build_model
+from tests.conftest import SMALL_MODEL, clip_targets, parse_args, random_clips
 from util.misc import init_distributed_mode
 
 # name: (accumulation steps per process, optimisation steps, gradient clipping max norm; 0: none)
@@ -28,7 +29,8 @@ LEARNING_RATE = 0.2
 def build(seed: int = 0) -> Tuple[nn.Module, nn.Module]:
     """(model, criterion) of a small BIFIT initialised from `seed`, without dropout (also the fixed dropout of
     the text feature resizer, the original's), so that a batch's gradient does not depend on where it runs."""
-    model, criterion = build_small(seed=seed)
+    torch.manual_seed(seed)
+    model, criterion, _ = build_model(parse_args(SMALL_MODEL))
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0

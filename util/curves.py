@@ -11,7 +11,11 @@ class TrainingCurves:
     `eval/...`: the values `log.txt` holds), written by the main process into `log_dir`."""
 
     def __init__(self, log_dir: str):
-        from torch.utils.tensorboard import SummaryWriter  # tensorboard is only needed when curves are written
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # imported only when curves are written
+        except ImportError as error:
+            raise SystemExit(f'TensorBoard curves need the tensorboard package ({error}): '
+                             'pip install -r requirements.txt, or pass --no_tensorboard') from error
         self.writer = SummaryWriter(log_dir=log_dir)
 
     def add_step(self, step: int, values: Dict[str, float], learning_rates: Sequence[float]) -> None:
