@@ -4,7 +4,7 @@
 # filesystem every node sees (checkpoints, automatic resumption).
 #   sbatch --nodes=2 scripts/slurm_train.sh scripts/dist_train_test_ytvos.sh ytvos_dirs/r50 pretrain.pth [flags]
 #   sbatch --nodes=4 scripts/slurm_train.sh scripts/dist_joint_train_ytvos.sh joint_dirs/video_swin_b \
-#       --config configs/joint_video_swin_b.args
+#       --backbone video_swin_b_p4w7 --backbone_pretrained video_swin_base.pth --use_checkpoint
 # Adapt the #SBATCH lines to your cluster (partition, account, GPUs per node, time).
 #SBATCH --job-name=bifit
 #SBATCH --nodes=2

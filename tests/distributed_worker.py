@@ -15,38 +15,13 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
-from datasets import collate_fn
 from engine import train_one_epoch
-from models import build_model
-from tests.conftest import SMALL_MODEL, clip_targets, parse_args, random_clips
+from tests.conftest import build_without_dropout, training_batch
 from util.misc import init_distributed_mode
 
 # name: (accumulation steps per process, optimisation steps, gradient clipping max norm; 0: none)
 EXPERIMENTS = {'one_step': (1, 1, 0.0), 'clipped': (1, 1, 0.05), 'accumulated': (2, 2, 0.0)}
-LEARNING_RATE = 0.2
-
-
-def build(seed: int = 0) -> Tuple[nn.Module, nn.Module]:
-    """(model, criterion) of a small BIFIT initialised from `seed`, without dropout (also the fixed dropout of
-    the text feature resizer, the original's), so that a batch's gradient does not depend on where it runs."""
-    torch.manual_seed(seed)
-    model, criterion, _ = build_model(parse_args(SMALL_MODEL))
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-        elif isinstance(module, nn.MultiheadAttention):
-            module.dropout = 0.0
-    return model, criterion
-
-
-def training_batch(index: int):
-    """Batch `index` of the job: 1 or 2 clips of 3 frames (2 or 4 valid target boxes, so that the loss
-    normaliser differs between batches), with captions."""
-    videos = random_clips(1 + index % 2, 3, [(64, 96), (64, 64)], seed=index)
-    items = []
-    for video, target in zip(videos, clip_targets(videos, seed=index)):
-        items.append((video, {**target, 'caption': f'the object number {index}'}))
-    return collate_fn(items)
+LEARNING_RATE = 0.05
 
 
 def batch_indices(rank: int, world_size: int, grad_accum_steps: int, steps: int) -> List[int]:
@@ -71,7 +46,7 @@ def reproduce(experiment: str, world_size: int) -> Tuple[Dict[str, torch.Tensor]
     """(initial, trained) weights of `experiment` run by one process accumulating the batches of all
     `world_size` processes of each step."""
     grad_accum_steps, steps, max_norm = EXPERIMENTS[experiment]
-    model, criterion = build()
+    model, criterion = build_without_dropout()
     initial = trained_weights(model)
     parameters = [p for p in model.parameters() if p.requires_grad]
     train(model, criterion, parameters, batch_indices(0, 1, world_size * grad_accum_steps, steps),
@@ -90,7 +65,7 @@ def main() -> None:
     assert args.distributed, 'run with torchrun'
     for experiment in options.experiments:
         grad_accum_steps, steps, max_norm = EXPERIMENTS[experiment]
-        model, criterion = build(seed=args.rank)  # DistributedDataParallel starts from rank 0's weights
+        model, criterion = build_without_dropout(seed=args.rank)  # DistributedDataParallel starts from rank 0's weights
         ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
         parameters = [p for p in model.parameters() if p.requires_grad]
         train(ddp, criterion, parameters, batch_indices(args.rank, args.world_size, grad_accum_steps, steps),

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from engine import train_one_epoch
-from tests import distributed_worker as worker
+from tests.conftest import build_without_dropout, training_batch
 from tools import plot_log
 from util.curves import PARAMETER_GROUPS, TrainingCurves
 
@@ -77,10 +77,10 @@ def test_plot_log_errors_name_the_file(tmp_path):
 def test_training_writes_a_curve_point_per_optimisation_step(tmp_path):
     """train_one_epoch gives the curves one point per optimisation step (accumulated batches count once),
     numbered across epochs, with the learning rate of each parameter group."""
-    model, criterion = worker.build()
+    model, criterion = build_without_dropout()
     optimizer = torch.optim.SGD([{'params': [p for p in model.parameters() if p.requires_grad]}], lr=0.01)
     curves = TrainingCurves(str(tmp_path))
-    batches = [worker.training_batch(i) for i in range(3)]
+    batches = [training_batch(i) for i in range(3)]
     train_one_epoch(model, criterion, batches, optimizer, torch.device('cpu'), 1, 0.1,
                     grad_accum_steps=2, curves=curves)
     curves.close()
