@@ -68,8 +68,9 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, data_loader: Iterabl
     that N processes accumulating K batches take the step of N x K processes; the gradient is clipped and
     the values are logged per optimisation step. The last step of an epoch takes the batches left over.
     A non-finite loss stops training with an error naming the batch's samples, or with `skip_nonfinite`
-    skips that optimisation step (on every process alike). `curves` (main process) receives each step's
-    loss terms, gradient norm and learning rates.
+    skips that optimisation step (on every process alike). `curves` (main process; the data loader must have
+    a length, to number the steps across epochs) receives each step's loss terms, gradient norm and
+    learning rates.
     """
     model.train()
     criterion.train()

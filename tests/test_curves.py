@@ -87,3 +87,8 @@ def test_training_writes_a_curve_point_per_optimisation_step(tmp_path):
     series = plot_log.read_steps(tmp_path)
     assert series['train/loss'][0] == [2, 3] and series['lr/other'][1] == pytest.approx([0.01, 0.01])
     assert {'train/grad_norm', 'train/loss_mask', 'train/loss_dice', 'train/loss_ce'} <= set(series)
+
+
+def test_running_mean_smooths_per_step_curves():
+    assert plot_log.running_mean([1, 3, 5, 7], 2) == pytest.approx([1, 2, 4, 6])
+    assert plot_log.running_mean([2.0], 5) == pytest.approx([2.0])

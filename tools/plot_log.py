@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
+import numpy as np
 from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -23,6 +24,7 @@ from util.files import atomic_write, require  # noqa: E402
 STEP_PANELS = (('training loss', 'train/loss', 'train_loss'), ('learning rate', 'lr/other', 'train_lr'),
                ('gradient norm', 'train/grad_norm', 'train_grad_norm'))
 NOT_METRICS = ('epoch', 'n_parameters')
+SMOOTH_ABOVE = 50  # per-step curves longer than this are drawn with a running mean over 1/50 of them
 Series = Tuple[List[float], List[float]]
 
 
@@ -88,6 +90,14 @@ def panels(runs: Dict[str, Tuple[List[Dict], Dict[str, Series]]]) -> List[Tuple[
     return [panel for panel in result if panel[2]]
 
 
+def running_mean(values: Sequence[float], window: int) -> List[float]:
+    """The mean of each value with the `window - 1` values before it (fewer at the start)."""
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(ends - window, 0)
+    return list((sums[ends] - sums[starts]) / (ends - starts))
+
+
 def plot(runs: Dict[str, Tuple[List[Dict], Dict[str, Series]]], out: Path) -> None:
     shown = panels(runs)
     if not shown:
@@ -98,7 +108,12 @@ def plot(runs: Dict[str, Tuple[List[Dict], Dict[str, Series]]], out: Path) -> No
     for index, (title, xlabel, curves) in enumerate(shown):
         axes = figure.add_subplot(rows, columns, index + 1)
         for label, (x, y) in curves.items():
-            axes.plot(x, y, label=label, marker='o' if len(x) < 30 else None, linewidth=1.2)
+            if len(y) > SMOOTH_ABOVE:  # noisy per-step values: faint, under their running mean
+                line, = axes.plot(x, y, linewidth=0.6, alpha=0.3)
+                axes.plot(x, running_mean(y, len(y) // SMOOTH_ABOVE), label=label, color=line.get_color(),
+                          linewidth=1.5)
+            else:
+                axes.plot(x, y, label=label, marker='o' if len(x) < 30 else None, linewidth=1.2)
         if title.startswith('learning rate') and all(v > 0 for _, ys in curves.values() for v in ys):
             axes.set_yscale('log')
         axes.set_title(title)
