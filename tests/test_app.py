@@ -48,7 +48,7 @@ def small_segmenter(checkpoint, tmp_path, *flags):
 def test_sentences_give_a_playable_overlay_and_masks(small_checkpoint, example, tmp_path):
     video, sentences = example
     assert len(sentences.splitlines()) >= 2
-    segmenter = small_segmenter(small_checkpoint, tmp_path, '--clip_len', '10', '--short_side', '96')
+    segmenter = small_segmenter(small_checkpoint, tmp_path, '--clip_len', '12', '--short_side', '96')
     texts = sentences.splitlines()[:2]
     overlay, masks, status = segmenter.segment(video, '\n'.join(texts) + '\n\n  \n', progress=ignore_progress)
     assert status.startswith('24 frames, 2 sentence(s)')
