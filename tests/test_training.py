@@ -53,8 +53,9 @@ def test_two_processes_train_checkpoint_and_resume(synthetic_data, tmp_path):
     assert [entry['epoch'] for entry in logs] == [0, 1]
     assert all(np.isfinite(entry['train_loss']) for entry in logs)
     curves = plot_log.read_steps(output)  # TensorBoard, main process only: numbered on across the resumption
-    assert curves['train/loss'][0] == list(range(2 * steps0)) and curves['epoch/train_loss'][0] == [0, 1]
-    assert curves['lr/backbone'][1] == pytest.approx([curves['lr/backbone'][1][0]] * 2 * steps0), '--lr_drop 2'
+    steps = 2 * int(steps0)
+    assert curves['train/loss'][0] == list(range(steps)) and curves['epoch/train_loss'][0] == [0, 1]
+    assert curves['lr/backbone'][1] == pytest.approx([curves['lr/backbone'][1][0]] * steps), '--lr_drop 2'
 
 
 @pytest.mark.slow
