@@ -11,50 +11,30 @@ the defaults here.
 """
 import argparse
 import logging
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import opts
-from inference import load_inference_model, mask_probabilities, predict_clip, select_query
+from inference import load_inference_model, segment_video, video_masks
 from util.logger import setup_logging
-from util.video_io import FrameSource, FrameWriter, frames_to_clip
-from util.visualize import captioned, overlay, side_by_side
+from util.video_io import FrameSource, FrameWriter
+from util.visualize import sentence_overlays
 
 logger = logging.getLogger('bifit')
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser('BIFIT demo: a video and a sentence in, the overlaid masks out',
-                                     parents=[opts.get_args_parser()],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = opts.demo_parser('BIFIT demo: a video and a sentence in, the overlaid masks out')
     parser.add_argument('--video', required=True, help='a video file (.mp4, ...) or a folder of frames')
     parser.add_argument('--text', required=True, nargs='+',
                         help='the sentence that describes the object; (new) with several sentences, the output '
                              'shows one captioned panel per sentence, side by side')
-    parser.add_argument('--output', default='demo_output.mp4', help='.mp4, .gif, or a folder for PNG frames')
-    parser.add_argument('--clip_len', default=36, type=int, help='frames per forward pass (bounds memory)')
+    parser.add_argument('--output', default='demo_output.mp4',
+                        help='.mp4 (H.264 when PyAV is installed, see requirements-app.txt), .gif, or a folder for '
+                             'PNG frames')
     parser.add_argument('--fps', default=None, type=float, help='output frame rate (default: the input\'s, or 10)')
-    parser.set_defaults(with_box_refine=True, binary=True, freeze_text_encoder=True, ngpu=1)
     return parser
-
-
-def segment_video(model, source: FrameSource, text: str, args, device: torch.device) -> torch.Tensor:
-    """The chosen query's mask logits `[T, h/4, w/4]` (float16) for one sentence."""
-    start = time.time()
-    outputs = []
-    for frames in source.chunks(args.clip_len):
-        clip = frames_to_clip(frames, args.short_side)
-        clip_outputs = predict_clip(model, clip, text, device, args.amp)
-        outputs.append({k: v.cpu().half() if k == 'pred_masks' else v.cpu() for k, v in clip_outputs.items()})
-    outputs = {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
-    query = select_query(outputs['pred_logits'])
-    scores = outputs['pred_logits'][:, query].sigmoid().max(-1)[0]
-    logger.info('"%s": %.1f s (%.2f frames/s); chosen query %d, mean score %.3f', text, time.time() - start,
-                len(source) / (time.time() - start), query, scores.mean())
-    return outputs['pred_masks'][:, query]
 
 
 @torch.no_grad()
@@ -69,24 +49,13 @@ def main(args) -> None:
     model = load_inference_model(args, device)
     logger.info('%s: %d frames; segmenting %s on %s', args.video, len(source),
                 ', '.join(f'"{text}"' for text in args.text), device)
-    mask_logits = [segment_video(model, source, text, args, device) for text in args.text]
+    mask_logits = [segment_video(model, source, text, device, args.clip_len, args.short_side, args.amp)
+                   for text in args.text]
 
-    fps = args.fps or source.fps or 10.0
-    covered = 0
-    with FrameWriter(args.output, fps=fps, names=source.names) as writer:
-        for frames in source.chunks(args.clip_len):
-            h, w = frames[0].height, frames[0].width
-            indices = slice(covered, covered + len(frames))
-            panels = []
-            for logits in mask_logits:
-                masks = mask_probabilities(logits[indices].float(), (h, w)) > args.threshold
-                panels.append([overlay(frame, mask.astype(np.bool_)) for frame, mask in zip(frames, masks.numpy())])
-            for k in range(len(frames)):
-                if len(mask_logits) == 1:
-                    writer.write(panels[0][k])
-                else:
-                    writer.write(side_by_side([captioned(panel[k], text) for panel, text in zip(panels, args.text)]))
-            covered += len(frames)
+    with FrameWriter(args.output, fps=args.fps or source.fps or 10.0, names=source.names) as writer:
+        for frames, masks in video_masks(source, mask_logits, args.clip_len, args.threshold):
+            for frame, frame_masks in zip(frames, masks.swapaxes(0, 1)):
+                writer.write(sentence_overlays(frame, frame_masks, args.text))
     print(f'overlay written to {Path(args.output).resolve()}')
 
 

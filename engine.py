@@ -2,14 +2,17 @@
 held-out clips with masks."""
 import logging
 import math
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from inference import select_query
+from models.criterion import LOSS_NAMES
+from util.curves import TrainingCurves
 from util.logger import MetricLogger
 from util.misc import all_gather, barrier, is_main_process, reduce_dict, targets_to
 from util.precision import autocast, to_float32
@@ -33,30 +36,71 @@ def describe_samples(targets: List[Dict]) -> str:
     return '; '.join(parts)
 
 
+def accumulation_groups(batches: Iterable, steps: int) -> Iterator[List]:
+    """The batches in consecutive groups of `steps`, one optimisation step each; the last group of an epoch
+    holds the batches left over (fewer than `steps` when the number of batches is not a multiple)."""
+    group = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == steps:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def gradient_sync(model: nn.Module, final_micro_step: bool):
+    """DistributedDataParallel averages the gradients over the processes at the final micro-step of an
+    optimisation step only (`no_sync` before it); a no-op for a model that is not distributed."""
+    if isinstance(model, nn.parallel.DistributedDataParallel) and not final_micro_step:
+        return model.no_sync()
+    return nullcontext()
+
+
 def train_one_epoch(model: nn.Module, criterion: nn.Module, data_loader: Iterable,
                     optimizer: torch.optim.Optimizer, device: torch.device, epoch: int, max_norm: float = 0,
-                    amp: bool = False, skip_nonfinite: bool = False, print_freq: int = 10) -> Dict[str, float]:
+                    amp: bool = False, skip_nonfinite: bool = False, print_freq: int = 10,
+                    grad_accum_steps: int = 1, curves: Optional[TrainingCurves] = None) -> Dict[str, float]:
     """Train for one pass over `data_loader`; returns the epoch averages of the logged values.
 
-    A non-finite loss stops training with an error naming the batch's samples, or with
-    `skip_nonfinite` skips that optimisation step (on every process alike).
+    Every `grad_accum_steps` batches make one optimisation step: their gradients are summed, each loss
+    divided by the number of batches of the step and by the valid boxes of all of them (`num_boxes`), so
+    that N processes accumulating K batches take the step of N x K processes; the gradient is clipped and
+    the values are logged per optimisation step. The last step of an epoch takes the batches left over.
+    A non-finite loss stops training with an error naming the batch's samples, or with `skip_nonfinite`
+    skips that optimisation step (on every process alike). `curves` (main process; the data loader must have
+    a length, to number the steps across epochs) receives each step's loss terms, gradient norm and
+    learning rates.
     """
     model.train()
     criterion.train()
     metric_logger = MetricLogger()
     weight_dict = criterion.weight_dict
-    for samples, targets in metric_logger.log_every(data_loader, print_freq, f'Epoch {epoch}'):
-        samples = samples.to(device, non_blocking=True)
-        captions = [t['caption'] for t in targets]
-        targets = targets_to(targets, device)
-        with autocast(device, amp):
-            outputs = model(samples, captions, targets)
-        loss_dict = criterion(to_float32(outputs), targets)
-        loss = sum(loss_dict[k] * weight_dict[k] for k in loss_dict if k in weight_dict)
+    steps = math.ceil(len(data_loader) / grad_accum_steps) if hasattr(data_loader, '__len__') else None
+    groups = accumulation_groups(data_loader, grad_accum_steps)
+    for step, group in enumerate(metric_logger.log_every(groups, print_freq, f'Epoch {epoch}', total=steps)):
+        num_boxes = criterion.num_boxes([t for _, targets in group for t in targets], device, len(group))
+        optimizer.zero_grad(set_to_none=True)
+        group_values: Dict[str, float] = {}
+        for index, (samples, targets) in enumerate(group):
+            with gradient_sync(model, final_micro_step=index == len(group) - 1):
+                samples = samples.to(device, non_blocking=True)
+                captions = [t['caption'] for t in targets]
+                targets = targets_to(targets, device)
+                with autocast(device, amp):
+                    outputs = model(samples, captions, targets)
+                loss_dict = criterion(to_float32(outputs), targets, num_boxes)
+                loss = sum(loss_dict[k] * weight_dict[k] for k in loss_dict if k in weight_dict)
 
-        reduced = reduce_dict(loss_dict)
-        reduced_scaled = {k: v * weight_dict[k] for k, v in reduced.items() if k in weight_dict}
-        loss_value = sum(reduced_scaled.values()).item()
+                reduced = reduce_dict(loss_dict)
+                reduced_scaled = {k: v * weight_dict[k] for k, v in reduced.items() if k in weight_dict}
+                loss_value = sum(reduced_scaled.values()).item()
+                if not math.isfinite(loss_value):
+                    break
+                (loss / len(group)).backward()
+            values = {'loss': loss_value, **reduced_scaled, **{f'{k}_unscaled': v for k, v in reduced.items()}}
+            for k, v in values.items():
+                group_values[k] = group_values.get(k, 0.0) + (v.item() if torch.is_tensor(v) else v) / len(group)
         if not math.isfinite(loss_value):
             if not skip_nonfinite:
                 raise NonFiniteLossError(
@@ -67,14 +111,16 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, data_loader: Iterabl
             optimizer.zero_grad(set_to_none=True)
             continue
 
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         parameters = [p for p in model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm if max_norm > 0 else float('inf'))
         optimizer.step()
 
-        metric_logger.update(loss=loss_value, lr=optimizer.param_groups[0]['lr'], grad_norm=grad_norm,
-                             **reduced_scaled, **{f'{k}_unscaled': v for k, v in reduced.items()})
+        loss_value = group_values.pop('loss')
+        metric_logger.update(loss=loss_value, lr=optimizer.param_groups[0]['lr'], grad_norm=grad_norm, **group_values)
+        if curves is not None:
+            curves.add_step(epoch * steps + step, {'loss': loss_value, 'grad_norm': grad_norm.item(),
+                                                   **{k: group_values[k] for k in LOSS_NAMES}},
+                            [g['lr'] for g in optimizer.param_groups])
     metric_logger.synchronize_between_processes()
     logger.info('epoch %d averages: %s', epoch, metric_logger.summary(['loss']))
     return metric_logger.global_averages()

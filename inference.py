@@ -1,33 +1,43 @@
 """Running a trained BIFIT: the model of `--resume` ready for inference, one clip and one sentence through
-it, the query it chooses and that query's masks at the frame size; the sentences of whole videos segmented
-into mask folders in worker processes. Used by the inference scripts, the demo and the evaluation of held-out
-clips (`engine.py`)."""
+it, the query it chooses and that query's masks at the frame size, and a whole video segmented clip by
+clip; the sentences of whole videos segmented into mask folders in worker processes. Used by the inference
+scripts, the demo, the web demo and the evaluation of held-out clips (`engine.py`)."""
 import logging
 import time
 from functools import partial
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from models import build_model
 from util.box_ops import box_cxcywh_to_xyxy
-from util.checkpoint import load_checkpoint_file
+from util.checkpoint import load_checkpoint, load_checkpoint_file
 from util.inference_workers import run_sharded, split_evenly
 from util.mask_folders import Expression, is_written, save_overlays, write_masks
 from util.precision import autocast
-from util.video_io import frames_to_clip, open_image
+from util.video_io import FrameSource, frames_to_clip, open_image
 
 logger = logging.getLogger('bifit')
 
 
-def load_inference_model(args, device: torch.device) -> nn.Module:
-    """The model of `args` with the weights of `--resume`, in eval mode on `device`."""
+def describe_model(args) -> str:
+    """How the log line of a loaded checkpoint names the model of `args`."""
+    return f'BIFIT with a {args.backbone} backbone'
+
+
+def load_inference_model(args, device: torch.device, checkpoint: Optional[Dict] = None) -> nn.Module:
+    """The model of `args` with the weights of `--resume` (or of `checkpoint`, already read from it), in eval
+    mode on `device`."""
     model, _, _ = build_model(args)
-    load_checkpoint_file(model, args.resume)
+    if checkpoint is None:
+        load_checkpoint_file(model, args.resume, describe_model(args))
+    else:
+        load_checkpoint(model, checkpoint, args.resume, describe_model(args))
     return model.to(device).eval()
 
 
@@ -128,3 +138,40 @@ def segment_expressions(args, expressions: Sequence[Expression], frames_root: Pa
         worker = partial(segment_videos, frames_root=Path(frames_root), score_threshold=score_threshold)
         run_sharded(worker, args, split_evenly(list(by_video.values()), args.ngpu), len(pending), 'expressions')
     logger.info('inference done in %.1f s; masks in %s', time.time() - start, output)
+
+
+@torch.no_grad()
+def segment_video(model: nn.Module, source: FrameSource, text: str, device: torch.device, clip_len: int,
+                  short_side: int, amp: bool = False, progress: Callable[[int], None] = None) -> torch.Tensor:
+    """The mask logits `[T, h/4, w/4]` (float16, on the CPU) of the query chosen over the whole video for
+    `text`, the video read and run in clips of `clip_len` frames (memory: the frames of one clip, and
+    2 bytes per query and mask pixel of the whole video); `progress(frames done)` after each clip."""
+    start = time.time()
+    outputs = []
+    done = 0
+    for frames in source.chunks(clip_len):
+        clip_outputs = predict_clip(model, frames_to_clip(frames, short_side), text, device, amp)
+        outputs.append({k: v.cpu().half() if k == 'pred_masks' else v.cpu() for k, v in clip_outputs.items()})
+        done += len(frames)
+        if progress is not None:
+            progress(done)
+    outputs = {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
+    query = select_query(outputs['pred_logits'])
+    scores = outputs['pred_logits'][:, query].sigmoid().max(-1)[0]
+    seconds = time.time() - start
+    logger.info('"%s": %.1f s (%.2f frames/s); chosen query %d, mean score %.3f', text, seconds,
+                len(source) / seconds, query, scores.mean())
+    return outputs['pred_masks'][:, query]
+
+
+def video_masks(source: FrameSource, mask_logits: Sequence[torch.Tensor], clip_len: int,
+                threshold: float) -> Iterator[Tuple[List[Image.Image], np.ndarray]]:
+    """The frames of `source`, `clip_len` at a time, with the masks of each sentence at the frame size:
+    `[S, t, H, W]` bool for the S mask logits `[T, h/4, w/4]` of `segment_video`."""
+    covered = 0
+    for frames in source.chunks(clip_len):
+        size = (frames[0].height, frames[0].width)
+        indices = slice(covered, covered + len(frames))
+        masks = [mask_probabilities(logits[indices].float(), size) > threshold for logits in mask_logits]
+        yield frames, torch.stack(masks).numpy()
+        covered += len(frames)

@@ -24,9 +24,11 @@ import opts
 from datasets import build_dataset, ground_truth_file
 from datasets.loaders import build_data_loader, set_epoch
 from engine import evaluate_a2d, evaluate_mask_iou, train_one_epoch
+from inference import describe_model
 from models import build_model
-from util.checkpoint import (compare_state_dicts, load_model_weights, model_state_dict, read_checkpoint,
-                             save_checkpoint_atomic)
+from util.checkpoint import (compare_state_dicts, load_checkpoint, load_model_weights, model_state_dict,
+                             read_checkpoint, save_checkpoint_atomic)
+from util.curves import TrainingCurves
 from util.logger import setup_logging
 from util.misc import get_rank, init_distributed_mode, is_main_process
 
@@ -39,6 +41,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument('--no_auto_resume', action='store_true',
                         help='(new) do not continue from <output_dir>/checkpoint.pth when it exists')
     parser.add_argument('--print_freq', default=10, type=int, help='(new) iterations between log lines')
+    parser.add_argument('--no_tensorboard', action='store_true',
+                        help='(new) do not write TensorBoard curves (event files beside log.txt: loss terms, '
+                             'learning rates, gradient norm per step; log.txt values per epoch)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
     return parser
 
@@ -181,7 +186,7 @@ def main(args) -> Dict[str, float]:
         logger.info('finetuning from %s', args.pretrained_weights)
     if resume:
         checkpoint = read_checkpoint(resume)
-        load_model_weights(model_without_ddp, model_state_dict(checkpoint), source=resume)
+        load_checkpoint(model_without_ddp, checkpoint, resume, describe_model(args))
         if not args.eval and all(k in checkpoint for k in ('optimizer', 'lr_scheduler', 'epoch')):
             args.start_epoch = restore_training_state(checkpoint, optimizer, lr_scheduler, resume)
             logger.info('resumed %s at epoch %d', resume, args.start_epoch)
@@ -202,13 +207,19 @@ def main(args) -> Dict[str, float]:
 
     data_loader_train = build_data_loader(build_dataset('train', args), args, train=True)
     output_dir = Path(args.output_dir)
-    logger.info('training from epoch %d to %d', args.start_epoch, args.epochs)
+    curves = None
+    if args.output_dir and is_main_process() and not args.no_tensorboard:
+        curves = TrainingCurves(args.output_dir)
+    logger.info('training from epoch %d to %d; effective batch %d (%d processes x %d clips x %d accumulation steps)',
+                args.start_epoch, args.epochs, args.world_size * args.batch_size * args.grad_accum_steps,
+                args.world_size, args.batch_size, args.grad_accum_steps)
     start_time = time.time()
     for epoch in range(args.start_epoch, args.epochs):
         set_epoch(data_loader_train, epoch)
         train_stats = train_one_epoch(model, criterion, data_loader_train, optimizer, device, epoch,
                                       args.clip_max_norm, amp=args.amp, skip_nonfinite=args.skip_nonfinite,
-                                      print_freq=args.print_freq)
+                                      print_freq=args.print_freq, grad_accum_steps=args.grad_accum_steps,
+                                      curves=curves)
         lr_scheduler.step()
         if args.output_dir and is_main_process():
             checkpoint = training_checkpoint(model_without_ddp, optimizer, lr_scheduler, epoch, args)
@@ -222,6 +233,10 @@ def main(args) -> Dict[str, float]:
         if args.output_dir and is_main_process():
             with (output_dir / 'log.txt').open('a') as f:
                 f.write(json.dumps(log_stats) + '\n')
+        if curves is not None:
+            curves.add_epoch(epoch, log_stats)
+    if curves is not None:
+        curves.close()
     logger.info('training time %.1f min', (time.time() - start_time) / 60)
     return {}
 

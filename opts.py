@@ -6,7 +6,7 @@ working; options added by this implementation are marked "(new)" in their help t
 import argparse
 import shlex
 import sys
-from typing import List, Optional
+from typing import List, Optional, Set
 
 import torch
 
@@ -18,6 +18,13 @@ from util.video_io import EVAL_SHORT_SIDE
 
 def default_device() -> str:
     return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{text} is not a positive integer')
+    return value
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -40,6 +47,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                        type=str, nargs='+')
     group.add_argument('--lr_linear_proj_mult', default=1.0, type=float)
     group.add_argument('--batch_size', default=1, type=int, help='clips per process')
+    group.add_argument('--grad_accum_steps', default=1, type=positive_int,
+                       help='(new) batches per optimisation step: their gradients are accumulated, so that N '
+                            'processes with K steps train with the effective batch (and the loss normalisation) '
+                            'of N x K processes, e.g. 2 GPUs with 4 for the recipes of 8 GPUs; the last step of an '
+                            'epoch takes the batches left over')
     group.add_argument('--weight_decay', default=5e-4, type=float)
     group.add_argument('--epochs', default=10, type=int)
     group.add_argument('--lr_drop', default=[6, 8], type=int, nargs='+',
@@ -175,11 +187,40 @@ def read_config(path: str) -> List[str]:
         raise SystemExit(f'--config {path}: cannot read the recipe ({error.strerror})')
 
 
+def with_recipe(parser: argparse.ArgumentParser, argv: Optional[List[str]] = None) -> List[str]:
+    """`argv` (default: the command line) with the flags of its `--config FILE` recipe first, so that the
+    command line overrides them."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    known, _ = parser.parse_known_args(argv)
+    return read_config(known.config) + argv if known.config else argv
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Parse `argv` (default: the command line); with `--config FILE`, the recipe's flags come
     first so that the command line overrides them."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    known, _ = parser.parse_known_args(argv)
-    if known.config:
-        argv = read_config(known.config) + argv
-    return parser.parse_args(argv)
+    return parser.parse_args(with_recipe(parser, argv))
+
+
+def given_options(parser: argparse.ArgumentParser, argv: Optional[List[str]] = None) -> Set[str]:
+    """The destinations of the options that `argv` (default: the command line) or its recipe set."""
+    unset = object()
+    namespace = argparse.Namespace(**{action.dest: unset for action in parser._actions})
+    parser.parse_known_args(with_recipe(parser, argv), namespace)
+    return {dest for dest, value in vars(namespace).items() if value is not unset}
+
+
+def checkpoint_options(parser: argparse.ArgumentParser) -> List[str]:
+    """The options a training checkpoint records in its `args` and inference can take from it: those of the
+    'model' group, --binary and --dataset_file (the classes), and --short_side."""
+    model = next(group for group in parser._action_groups if group.title == 'model')
+    return [action.dest for action in model._group_actions] + ['binary', 'dataset_file', 'short_side']
+
+
+def demo_parser(prog: str) -> argparse.ArgumentParser:
+    """The options of the demos (demo.py, app.py): every script's, --clip_len, and the released model's flags
+    (--with_box_refine --binary --freeze_text_encoder) as defaults."""
+    parser = argparse.ArgumentParser(prog, parents=[get_args_parser()],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--clip_len', default=36, type=int, help='frames per forward pass (bounds memory)')
+    parser.set_defaults(with_box_refine=True, binary=True, freeze_text_encoder=True, ngpu=1)
+    return parser

@@ -1,5 +1,5 @@
 """The training losses: focal classification, L1 + GIoU boxes, focal + dice masks, per decoder layer."""
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -94,12 +94,23 @@ class SetCriterion(nn.Module):
             losses.update(loss(outputs, targets, indices, num_boxes))
         return losses
 
-    def forward(self, outputs: Dict, targets: List[Dict]) -> Dict[str, Tensor]:
-        device = outputs['pred_logits'].device
+    @staticmethod
+    def num_boxes(targets: List[Dict], device: torch.device, micro_batches: int = 1) -> Tensor:
+        """The loss normaliser: the valid target boxes of `targets`, summed over the processes, per process
+        (and per micro-batch when `targets` are those of `micro_batches` accumulated micro-batches), at least 1.
+
+        With accumulation (`--grad_accum_steps`), every micro-batch of an optimisation step shares this
+        normaliser, so that their summed gradients, divided by `micro_batches`, equal those of one step on
+        all of them with `micro_batches` times as many processes."""
         num_boxes = torch.stack([t['valid'].sum() for t in targets]).sum().to(device, torch.float)
         if is_dist_avail_and_initialized():
             dist.all_reduce(num_boxes)
-        num_boxes = torch.clamp(num_boxes / get_world_size(), min=1)
+        return torch.clamp(num_boxes / (get_world_size() * micro_batches), min=1)
+
+    def forward(self, outputs: Dict, targets: List[Dict], num_boxes: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """The loss terms, divided by `num_boxes` (default: `self.num_boxes(targets)`)."""
+        if num_boxes is None:
+            num_boxes = self.num_boxes(targets, outputs['pred_logits'].device)
         losses = self.layer_losses(outputs, targets, num_boxes)
         for i, aux_outputs in enumerate(outputs.get('aux_outputs', [])):
             losses.update({f'{k}_{i}': v for k, v in self.layer_losses(aux_outputs, targets, num_boxes).items()})

@@ -9,6 +9,8 @@ PY_ARGS=("${@:2}")
 
 launch main.py --config configs/joint_r50.args --output_dir="${OUTPUT_DIR}" "${PY_ARGS[@]}"
 
-python3 inference_ytvos.py --config configs/ytvos_r50.args --ngpu="${GPUS}" \
-    --output_dir="${OUTPUT_DIR}" --resume="${OUTPUT_DIR}/checkpoint.pth" "${PY_ARGS[@]}"
+if first_node; then
+    python3 inference_ytvos.py --config configs/ytvos_r50.args --ngpu="${GPUS}" \
+        --output_dir="${OUTPUT_DIR}" --resume="${OUTPUT_DIR}/checkpoint.pth" "${PY_ARGS[@]}"
+fi
 echo "Working path is: ${OUTPUT_DIR}"

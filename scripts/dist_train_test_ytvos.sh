@@ -12,6 +12,8 @@ echo "Load pretrained weights from: ${PRETRAINED_WEIGHTS}"
 launch main.py --config configs/ytvos_r50.args \
     --output_dir="${OUTPUT_DIR}" --pretrained_weights="${PRETRAINED_WEIGHTS}" "${PY_ARGS[@]}"
 
-python3 inference_ytvos.py --config configs/ytvos_r50.args --ngpu="${GPUS}" \
-    --output_dir="${OUTPUT_DIR}" --resume="${OUTPUT_DIR}/checkpoint.pth" "${PY_ARGS[@]}"
+if first_node; then
+    python3 inference_ytvos.py --config configs/ytvos_r50.args --ngpu="${GPUS}" \
+        --output_dir="${OUTPUT_DIR}" --resume="${OUTPUT_DIR}/checkpoint.pth" "${PY_ARGS[@]}"
+fi
 echo "Working path is: ${OUTPUT_DIR}"

@@ -28,11 +28,12 @@ python tools/make_tiny_text_encoder.py --out "$QS/tiny_roberta" --datasets "$QS/
 
 # Quick-start settings, chosen so that 2 CPU cores learn referring in a few minutes (see README): small
 # frames, 2-frame clips, one query per frame, a trainable tiny text encoder and colour-preserving augmentation.
+# Training records them (and the inference frame size, --short_side) in the checkpoint, where app.py finds them.
 MODEL=(--backbone resnet18 --backbone_pretrained none --text_encoder "$QS/tiny_roberta"
        --hidden_dim 64 --mask_dim 64 --dim_feedforward 128 --enc_layers 1 --dec_layers 2 --num_queries 1
-       --with_box_refine --binary --device cpu)
+       --with_box_refine --binary --short_side 96 --device cpu)
 SHAPES=(--dataset_file ytvos --ytvos_path "$QS/data/ref-shapes" --num_frames 2 --max_size 128)
-HELD_OUT=(--ytvos_path "$QS/data/ref-shapes" --short_side 96 --ngpu 2 --no_zip)
+HELD_OUT=(--ytvos_path "$QS/data/ref-shapes" --ngpu 2 --no_zip)
 CHECKPOINT="$QS/train/checkpoint.pth"
 
 step "3/8 the untrained model on the held-out Ref-Shapes videos: inference_ytvos.py, then eval_rvos.py"
@@ -50,11 +51,12 @@ python inference_ytvos.py "${MODEL[@]}" "${HELD_OUT[@]}" --resume "$QS/untrained
 python eval_rvos.py --pred_path "$QS/ytvos_untrained/valid" --gt_path "$QS/data/ref-shapes" \
     | tee "$QS/eval_untrained.log"
 
-step "4/8 train a small BIFIT on Ref-Shapes with 2 processes (torch.distributed, gloo)"
+step "4/8 train a small BIFIT on Ref-Shapes with 2 processes (torch.distributed, gloo), plot its curves"
 python -m torch.distributed.run --standalone --nproc_per_node=2 main.py "${MODEL[@]}" "${SHAPES[@]}" \
     --photometric brightness_contrast --lr 3e-4 --lr_backbone 0 --lr_text_encoder 3e-4 --lr_text_fusion 3e-4 \
     --batch_size 2 --epochs "$EPOCHS" --lr_drop 100 --num_workers 1 --print_freq 50 --seed "$SEED" \
     --output_dir "$QS/train"
+python tools/plot_log.py "$QS/train/log.txt" --out "$QS/curves.png"
 
 step "5/8 the trained model on the held-out videos (2 worker processes, with overlays), scored by eval_rvos.py"
 python inference_ytvos.py "${MODEL[@]}" "${HELD_OUT[@]}" --resume "$CHECKPOINT" --output_dir "$QS/ytvos" --visualize
@@ -62,7 +64,7 @@ python eval_rvos.py --pred_path "$QS/ytvos/valid" --gt_path "$QS/data/ref-shapes
 
 step "6/8 Ref-DAVIS17 inference (4 annotators)"
 python inference_davis.py "${MODEL[@]}" --davis_path "$QS/data/ref-davis" --resume "$CHECKPOINT" \
-    --output_dir "$QS/davis" --ngpu 2 --short_side 96
+    --output_dir "$QS/davis" --ngpu 2
 
 step "7/8 DAVIS-2017 J&F of annotator 0"
 python eval_davis.py --results_path "$QS/davis/valid/anno_0" --davis_path "$QS/data/ref-davis/DAVIS"
@@ -79,7 +81,7 @@ print(video, *list(first_sentence.values())[:2], sep='\n')
 EOF
 )
 python demo.py "${MODEL[@]}" --video "$QS/data/ref-shapes/valid/JPEGImages/${DEMO[0]}" \
-    --text "${DEMO[1]}" "${DEMO[2]}" --resume "$CHECKPOINT" --output "$QS/demo.gif" --short_side 96
+    --text "${DEMO[1]}" "${DEMO[2]}" --resume "$CHECKPOINT" --output "$QS/demo.gif"
 step "done"
 
 NAMES=(install data untrained train trained davis eval_davis demo)
@@ -95,9 +97,11 @@ expressions whose masks cover the named object more than any other object):
   trained:   $(score "$QS/eval.log")
 per expression:           $QS/ytvos/valid/per-expression_results-valid.csv
 trained model:            $CHECKPOINT (training log: $QS/train/log.txt)
+training curves:          $QS/curves.png  (or: tensorboard --logdir $QS/train)
 Ref-YouTube-VOS masks:    $QS/ytvos/valid/   overlays: $QS/ytvos/valid_images/
 Ref-DAVIS17 palette PNGs: $QS/davis/valid/anno_0..3/
 DAVIS J&F (annotator 0):  $QS/davis/valid/anno_0/global_results-val.csv
 demo overlay:             $QS/demo.gif  (video ${DEMO[0]}: "${DEMO[1]}" | "${DEMO[2]}")
+web demo with this model: pip install -r requirements-app.txt; QUICKSTART_DIR=$QS python app.py
 stage times:              ${TIMES%, }; total $(( SECONDS / 60 )) min $(( SECONDS % 60 )) s
 EOF

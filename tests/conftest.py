@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from datasets import collate_fn
 from models import build_model
 from opts import get_args_parser
 
@@ -64,6 +65,29 @@ def build_small(flags: Sequence[str] = (), seed: int = 0) -> Tuple[nn.Module, nn
     torch.manual_seed(seed)
     model, criterion, _ = build_model(parse_args([*SMALL_FULL_WIDTH, *flags]))
     return model, criterion
+
+
+def build_without_dropout(seed: int = 0) -> Tuple[nn.Module, nn.Module]:
+    """(model, criterion) of a small BIFIT initialised from `seed`, without dropout (also the fixed dropout of
+    the text feature resizer, the original's), so that a batch's gradient does not depend on where it runs."""
+    torch.manual_seed(seed)
+    model, criterion, _ = build_model(parse_args(SMALL_MODEL))
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        elif isinstance(module, nn.MultiheadAttention):
+            module.dropout = 0.0
+    return model, criterion
+
+
+def training_batch(index: int):
+    """A collated training batch, numbered `index`: 1 or 2 clips of 3 frames (2 or 4 valid target boxes, so that
+    the loss normaliser differs between batches), with captions."""
+    videos = random_clips(1 + index % 2, 3, [(64, 96), (64, 64)], seed=index)
+    items = []
+    for video, target in zip(videos, clip_targets(videos, seed=index)):
+        items.append((video, {**target, 'caption': f'the object number {index}'}))
+    return collate_fn(items)
 
 
 def load_fill():

@@ -1,13 +1,16 @@
 """The default model has exactly the checkpoint layout of the released models, so that
 `ytvos_r50.pth` / `a2d_r50.pth` load with strict=True, and lists its weights in the original's order."""
+import argparse
 import json
 import shutil
 
 import pytest
 import torch
 
+from inference import describe_model
 from models import build_model
 from tests.conftest import parameters_in_key_order, parse_args, read_layout, reference
+from util.checkpoint import load_checkpoint
 
 ROBERTA_BASE = dict(vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                     intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1,
@@ -54,3 +57,15 @@ def test_weights_are_registered_in_the_original_order(released_model):
         'self_attn.in_proj_weight', 'self_attn.in_proj_bias', 'self_attn.out_proj.weight', 'self_attn.out_proj.bias',
         'linear1.weight', 'linear1.bias', 'linear2.weight', 'linear2.bias',
         'norm1.weight', 'norm1.bias', 'norm2.weight', 'norm2.bias']
+
+
+def test_a_released_checkpoint_loads_with_one_line_naming_it_and_its_backbone(released_model, caplog):
+    """What the README promises a user of ytvos_r50.pth: the released layout (with the `position_ids` buffer
+    older `transformers` saved) loads, and one line names the file, the backbone and the 822 weights."""
+    state_dict = dict(released_model.state_dict(),
+                      **{'text_encoder.embeddings.position_ids': torch.zeros(1, 514, dtype=torch.long)})
+    args = argparse.Namespace(backbone='resnet50')
+    with caplog.at_level('INFO', logger='util.checkpoint'):
+        load_checkpoint(released_model, {'model': state_dict}, 'ytvos_r50.pth', describe_model(args))
+    assert [record.getMessage() for record in caplog.records] == [
+        'loaded ytvos_r50.pth into BIFIT with a resnet50 backbone: all 822 weights match']

@@ -17,6 +17,7 @@ from engine import NonFiniteLossError, evaluate_mask_iou, train_one_epoch
 from models import build_model
 from opts import parse_args as parse_with_config
 from tests.conftest import ROOT, SMALL_MODEL, generate_synthetic, offline_flags, parse_args, run_command
+from tools import plot_log
 from util.files import read_json
 from util.video_io import frames_to_clip, open_image
 
@@ -51,6 +52,10 @@ def test_two_processes_train_checkpoint_and_resume(synthetic_data, tmp_path):
     logs = [json.loads(line) for line in (output / 'log.txt').read_text().splitlines()]
     assert [entry['epoch'] for entry in logs] == [0, 1]
     assert all(np.isfinite(entry['train_loss']) for entry in logs)
+    curves = plot_log.read_steps(output)  # TensorBoard, main process only: numbered on across the resumption
+    steps = 2 * int(steps0)
+    assert curves['train/loss'][0] == list(range(steps)) and curves['epoch/train_loss'][0] == [0, 1]
+    assert curves['lr/backbone'][1] == pytest.approx([curves['lr/backbone'][1][0]] * steps), '--lr_drop 2'
 
 
 @pytest.mark.slow
@@ -174,8 +179,8 @@ def tiny_training(synthetic_data):
 def poison(criterion):
     real = criterion.forward
 
-    def forward(outputs, targets):
-        losses = real(outputs, targets)
+    def forward(outputs, targets, num_boxes=None):
+        losses = real(outputs, targets, num_boxes)
         losses['loss_mask'] = losses['loss_mask'] * float('nan')
         return losses
     criterion.forward = forward

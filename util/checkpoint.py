@@ -81,11 +81,20 @@ def load_model_weights(model: nn.Module, state_dict: Dict[str, Tensor], source: 
     model.load_state_dict(state_dict, strict=True)
 
 
-def load_checkpoint_file(model: nn.Module, path: str) -> Dict:
-    """Read `path` and load its model weights into `model` (see `load_model_weights`); returns the checkpoint."""
+def load_checkpoint(model: nn.Module, checkpoint: Dict, source: str, description: str = 'the model') -> None:
+    """Load the model weights of `checkpoint` (read from `source`) into `model` (see `load_model_weights`) and
+    log one line that names the file, `description` (e.g. the backbone) and the training epochs it has."""
+    state_dict = model_state_dict(checkpoint)
+    load_model_weights(model, state_dict, source=source)
+    epochs = checkpoint['epoch'] + 1 if isinstance(checkpoint.get('epoch'), int) else None
+    logger.info('loaded %s into %s: all %d weights match%s', source, description, len(state_dict),
+                '' if epochs is None else f' (trained for {epochs} epoch{"s" * (epochs != 1)})')
+
+
+def load_checkpoint_file(model: nn.Module, path: str, description: str = 'the model') -> Dict:
+    """Read `path` and load its model weights into `model` (see `load_checkpoint`); returns the checkpoint."""
     checkpoint = read_checkpoint(path)
-    load_model_weights(model, model_state_dict(checkpoint), source=path)
-    logger.info('loaded model weights from %s', path)
+    load_checkpoint(model, checkpoint, path, description)
     return checkpoint
 
 

@@ -82,9 +82,11 @@ class MetricLogger:
     def global_averages(self) -> Dict[str, float]:
         return {k: meter.global_avg for k, meter in self.meters.items()}
 
-    def log_every(self, iterable, print_freq: int, header: str, shown=('loss', 'lr')) -> Iterator:
+    def log_every(self, iterable, print_freq: int, header: str, shown=('loss', 'lr'), total: int = None) -> Iterator:
+        """The items of `iterable` (`total` of them: default `len(iterable)` when it has one)."""
         start = time.time()
-        total = len(iterable) if hasattr(iterable, '__len__') else None
+        if total is None and hasattr(iterable, '__len__'):
+            total = len(iterable)
         bar = tqdm(iterable, total=total, desc=header, disable=not is_main_process(), dynamic_ncols=True,
                    file=sys.stdout, leave=False)
         iterations = 0

@@ -1,4 +1,5 @@
 """Reading frames (folders of images or video files) and writing results (mp4, gif, PNG folders)."""
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, List, Sequence
 
@@ -100,8 +101,21 @@ class FrameSource:
             yield chunk
 
 
+def browser_video_encoder():
+    """PyAV (`av`, requirements-app.txt) when it is installed: it writes H.264 mp4 files that browsers
+    play; None otherwise (OpenCV then writes MPEG-4 Part 2, which video players play but browsers do not)."""
+    try:
+        import av
+    except ImportError:
+        return None
+    return av if 'libx264' in av.codecs_available else None
+
+
 class FrameWriter:
-    """Writes RGB frames to an .mp4/.avi video, an animated .gif, or a folder of PNGs (any other path)."""
+    """Writes RGB frames to an .mp4/.avi video, an animated .gif, or a folder of PNGs (any other path).
+
+    An .mp4 is H.264 (yuv420p, odd sizes padded by one black row or column; playable in browsers) when
+    PyAV is installed, OpenCV's MPEG-4 otherwise."""
 
     def __init__(self, path, fps: float = 10.0, names: Sequence[str] = None):
         self.path = Path(path)
@@ -110,6 +124,7 @@ class FrameWriter:
         self.kind = {'.mp4': 'video', '.avi': 'video', '.gif': 'gif'}.get(self.path.suffix.lower(), 'folder')
         self.count = 0
         self.video = None
+        self.container = None
         self.gif_frames: List[Image.Image] = []
         (self.path if self.kind == 'folder' else self.path.parent).mkdir(parents=True, exist_ok=True)
 
@@ -119,6 +134,8 @@ class FrameWriter:
             frame.save(self.path / f'{name}.png')
         elif self.kind == 'gif':
             self.gif_frames.append(frame.convert('P', palette=Image.Palette.ADAPTIVE))
+        elif self.path.suffix.lower() == '.mp4' and (self.container is not None or browser_video_encoder()):
+            self._write_h264(frame)
         else:
             if self.video is None:
                 fourcc = cv2.VideoWriter_fourcc(*('mp4v' if self.path.suffix.lower() == '.mp4' else 'MJPG'))
@@ -128,9 +145,26 @@ class FrameWriter:
             self.video.write(cv2.cvtColor(np.asarray(frame.convert('RGB')), cv2.COLOR_RGB2BGR))
         self.count += 1
 
+    def _write_h264(self, frame: Image.Image) -> None:
+        if self.container is None:
+            av = browser_video_encoder()
+            self.container = av.open(str(self.path), 'w', options={'movflags': '+faststart'})
+            self.stream = self.container.add_stream('libx264', rate=Fraction(self.fps).limit_denominator(1001))
+            self.stream.width, self.stream.height = (size + size % 2 for size in frame.size)
+            self.stream.pix_fmt = 'yuv420p'
+            self.frame_type = av.VideoFrame
+        padded = Image.new('RGB', (self.stream.width, self.stream.height))
+        padded.paste(frame.convert('RGB'), (0, 0))
+        for packet in self.stream.encode(self.frame_type.from_image(padded)):
+            self.container.mux(packet)
+
     def close(self) -> None:
         if self.video is not None:
             self.video.release()
+        if self.container is not None:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+            self.container.close()
         if self.gif_frames:
             self.gif_frames[0].save(self.path, save_all=True, append_images=self.gif_frames[1:],
                                     duration=int(1000 / self.fps), loop=0)

@@ -97,3 +97,11 @@ def side_by_side(images: Sequence[Image.Image], gap: int = 4) -> Image.Image:
         result.paste(image.convert('RGB'), (left, 0))
         left += image.width + gap
     return result
+
+
+def sentence_overlays(frame: Image.Image, masks: np.ndarray, texts: Sequence[str]) -> Image.Image:
+    """The frame with the mask of one sentence (`masks [1, H, W]`), or one captioned panel per sentence side
+    by side (`masks [S, H, W]`, S > 1)."""
+    if len(texts) == 1:
+        return overlay(frame, masks[0])
+    return side_by_side([captioned(overlay(frame, mask), text) for mask, text in zip(masks, texts)])
