@@ -178,9 +178,9 @@ def clip_mask_iou(pred_logits: torch.Tensor, pred_masks: torch.Tensor, target: D
 @torch.no_grad()
 def evaluate_mask_iou(model: nn.Module, data_loader: Iterable, device: torch.device, threshold: float = 0.5,
                       amp: bool = False) -> Dict[str, float]:
-    """Held-out clips with masks (Ref-Shapes, converted Ref-DAVIS17): `mean_iou` (mean over clips of the
-    per-clip mean frame IoU of the best query) and `overall_iou` (total intersection / total union),
-    gathered from every process."""
+    """Held-out clips with masks (Ref-Shapes, converted Ref-DAVIS17, MeViS valid_u): `mean_iou` (mean over
+    clips of the per-clip mean frame IoU of the best query) and `overall_iou` (total intersection / total
+    union), gathered from every process."""
     model.eval()
     results = []
     for samples, targets in MetricLogger().log_every(data_loader, 50, 'Evaluate'):

@@ -1,9 +1,11 @@
 """Running a trained BIFIT: the model of `--resume` ready for inference, one clip and one sentence through
 it, the query it chooses and that query's masks at the frame size, and a whole video segmented clip by
-clip. Used by the inference scripts, the demo, the web demo and the evaluation of held-out clips
-(`engine.py`)."""
+clip; the sentences of whole videos segmented into mask folders in worker processes. Used by the inference
+scripts, the demo, the web demo and the evaluation of held-out clips (`engine.py`)."""
 import logging
 import time
+from functools import partial
+from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -13,9 +15,12 @@ from PIL import Image
 from torch import nn
 
 from models import build_model
+from util.box_ops import box_cxcywh_to_xyxy
 from util.checkpoint import load_checkpoint, load_checkpoint_file
+from util.inference_workers import run_sharded, split_evenly
+from util.mask_folders import Expression, is_written, save_overlays, write_masks
 from util.precision import autocast
-from util.video_io import FrameSource, frames_to_clip
+from util.video_io import FrameSource, frames_to_clip, open_image
 
 logger = logging.getLogger('bifit')
 
@@ -57,9 +62,82 @@ def select_query(pred_logits: torch.Tensor) -> int:
     return int(pred_logits.sigmoid().mean(0).max(-1)[0].argmax())
 
 
+def select_queries(pred_logits: torch.Tensor, score_threshold: Optional[float] = None) -> List[int]:
+    """The queries whose score averaged over frames exceeds `score_threshold` (none: an empty mask), or with
+    None the single query of `select_query`; pred_logits `[T, Q, K]`."""
+    if score_threshold is None:
+        return [select_query(pred_logits)]
+    scores = pred_logits.sigmoid().mean(0).max(-1)[0]
+    return (scores > score_threshold).nonzero().flatten().tolist()
+
+
 def mask_probabilities(mask_logits: torch.Tensor, size) -> torch.Tensor:
     """Mask logits `[T, h/4, w/4]` -> probabilities `[T, H, W]` at the frame size (bilinear)."""
     return F.interpolate(mask_logits[None], size=tuple(size), mode='bilinear', align_corners=False)[0].sigmoid()
+
+
+def predict_video(model: nn.Module, clip: torch.Tensor, text: str, device: torch.device,
+                  args) -> Dict[str, torch.Tensor]:
+    """The outputs of `predict_clip` for one sentence over a whole video `[T, 3, h, w]`, on the CPU, from
+    forward passes of `args.clip_len` frames (0: all at once)."""
+    chunk = args.clip_len if args.clip_len > 0 else len(clip)
+    outputs = [predict_clip(model, clip[start:start + chunk], text, device, args.amp)
+               for start in range(0, len(clip), chunk)]
+    return {k: torch.cat([o[k].cpu() for o in outputs]) for k in outputs[0]}
+
+
+def chosen_masks(outputs: Dict[str, torch.Tensor], frame_size, threshold: float,
+                 score_threshold: Optional[float] = None) -> Dict[str, np.ndarray]:
+    """A sentence's result from its outputs over a whole video (the queries are chosen over all of it):
+    `masks [T, H, W]` (bool; the union of the queries of `select_queries`, probabilities above `threshold`),
+    and the box `[T, 4]` (x1, y1, x2, y2 pixels) and reference point `[T, 2]` (pixels) of the best query."""
+    best = select_query(outputs['pred_logits'])
+    masks = np.zeros((len(outputs['pred_logits']), *frame_size), dtype=bool)
+    for query in select_queries(outputs['pred_logits'], score_threshold):
+        masks |= (mask_probabilities(outputs['pred_masks'][:, query], frame_size) > threshold).numpy()
+    h, w = frame_size
+    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+    return {'masks': masks, 'boxes': (box_cxcywh_to_xyxy(outputs['pred_boxes'][:, best]) * scale).numpy(),
+            'points': (outputs['reference_points'][:, best] * scale[:2]).numpy()}
+
+
+def segment_videos(device: torch.device, args, videos: List[List[Expression]], progress, frames_root: Path,
+                   score_threshold: Optional[float] = None) -> None:
+    """A worker of `segment_expressions`: every expression of `videos` (each a list of one video's
+    expressions, frames in `<frames_root>/<video>/<frame>.jpg`) into `<output_dir>/<split>/`, and with
+    `args.visualize` its overlays into `<output_dir>/<split>_images/`."""
+    model = load_inference_model(args, device)
+    output = Path(args.output_dir) / args.split
+    for expressions in videos:
+        names = expressions[0].frames
+        frames = [open_image(frames_root / expressions[0].video / f'{name}.jpg') for name in names]
+        clip = frames_to_clip(frames, args.short_side)
+        for expression in expressions:
+            outputs = predict_video(model, clip, expression.text, device, args)
+            result = chosen_masks(outputs, (frames[0].height, frames[0].width), args.threshold, score_threshold)
+            write_masks(output, expression, result['masks'])
+            if args.visualize:
+                folder = Path(args.output_dir) / f'{args.split}_images' / expression.video / expression.exp_id
+                save_overlays(folder, frames, names, result)
+            progress.put(1)
+
+
+def segment_expressions(args, expressions: Sequence[Expression], frames_root: Path,
+                        score_threshold: Optional[float] = None) -> None:
+    """Masks of every expression not written yet into `<output_dir>/<split>/<video>/<exp_id>/<frame>.png`, the
+    videos shared among `--ngpu` worker processes (see `chosen_masks` for `score_threshold`)."""
+    output = Path(args.output_dir) / args.split
+    pending = [e for e in expressions if not is_written(output, e)]
+    logger.info('%d videos, %d expressions; %d already written, %d to do', len({e.video for e in expressions}),
+                len(expressions), len(expressions) - len(pending), len(pending))
+    start = time.time()
+    by_video: Dict[str, List[Expression]] = {}
+    for expression in pending:
+        by_video.setdefault(expression.video, []).append(expression)
+    if pending:
+        worker = partial(segment_videos, frames_root=Path(frames_root), score_threshold=score_threshold)
+        run_sharded(worker, args, split_evenly(list(by_video.values()), args.ngpu), len(pending), 'expressions')
+    logger.info('inference done in %.1f s; masks in %s', time.time() - start, output)
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
 """Train BIFIT (every benchmark), or evaluate it (`--eval`): A2D-Sentences / JHMDB-Sentences metrics, or
-the mask IoU of held-out clips that have masks (Ref-Shapes, converted Ref-DAVIS17).
+the mask IoU of held-out clips that have masks (Ref-Shapes, converted Ref-DAVIS17, MeViS valid_u).
 
 One process:  python main.py --with_box_refine --binary --freeze_text_encoder ...
 Several:      torchrun --nproc_per_node=N main.py ...
@@ -198,7 +198,7 @@ def main(args) -> Dict[str, float]:
     if args.eval:
         if evaluate:
             return evaluate_a2d(model, data_loader_val, postprocessors['segm'], device, gt_file, amp=args.amp)
-        if args.dataset_file in ('ytvos', 'davis'):
+        if args.dataset_file in ('ytvos', 'davis', 'mevis'):
             metrics = evaluate_mask_iou(model, build_data_loader(build_dataset('val', args), args, train=False),
                                         device, args.threshold, amp=args.amp)
             logger.info('held-out mask IoU: %s', ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))

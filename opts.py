@@ -131,6 +131,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument('--davis_path', type=str, default='data/ref-davis')
     group.add_argument('--a2d_path', type=str, default='data/a2d_sentences')
     group.add_argument('--jhmdb_path', type=str, default='data/jhmdb_sentences')
+    group.add_argument('--mevis_path', type=str, default='data/mevis',
+                       help='(new) MeViS: the folder holding train/, valid_u/ and valid/')
     group.add_argument('--max_skip', default=3, type=int, help='largest gap to the anchor of the near frames')
     group.add_argument('--max_size', default=640, type=int, help='largest side of a resized frame')
     group.add_argument('--photometric', default='ssd', choices=PHOTOMETRIC_MODES,
@@ -154,7 +156,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument('--eval', action='store_true',
                        help='evaluate only: A2D-Sentences / JHMDB-Sentences metrics, or (new) the mask IoU of '
                             'held-out clips with masks in the Ref-YouTube-VOS layout (--dataset_file ytvos or davis: '
-                            'Ref-Shapes, converted Ref-DAVIS17)')
+                            'Ref-Shapes, converted Ref-DAVIS17) or of MeViS valid_u (--dataset_file mevis)')
     group.add_argument('--num_workers', default=4, type=int)
     group.add_argument('--threshold', default=0.5, type=float,
                        help='mask probability threshold of the Ref-YouTube-VOS masks, the demo and the held-out '
@@ -164,8 +166,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument('--short_side', default=EVAL_SHORT_SIDE, type=int,
                        help='(new) inference scripts: frames resized to this short side (the protocol: 360)')
     group.add_argument('--ngpu', default=2, type=int,
-                       help='worker processes for Ref-YTVOS / Ref-DAVIS inference (one per GPU)')
-    group.add_argument('--split', default='valid', type=str, choices=['valid', 'test'])
+                       help='worker processes for Ref-YTVOS / Ref-DAVIS / MeViS inference (one per GPU)')
+    group.add_argument('--split', default='valid', type=str, choices=['valid', 'test', 'valid_u'],
+                       help='the split the inference scripts segment: valid or test (Ref-YouTube-VOS), (new) '
+                            'valid_u or valid (MeViS)')
     group.add_argument('--visualize', action='store_true', help='also save overlays of the predictions')
     group.add_argument('--world_size', default=1, type=int, help='number of distributed processes')
     group.add_argument('--dist_url', default='env://', help='url used to set up distributed training')

@@ -1,7 +1,7 @@
 """Datasets of every benchmark, as clips `(frames [T, 3, H, W], target)`. Where to look:
 
-- `ytvos.py` (Ref-YouTube-VOS, converted Ref-DAVIS17, Ref-Shapes), `a2d.py`, `jhmdb.py`, `refexp.py`
-  (RefCOCO/+/g pseudo-clips): the benchmarks' layouts and items;
+- `ytvos.py` (Ref-YouTube-VOS, converted Ref-DAVIS17, Ref-Shapes), `mevis.py`, `a2d.py`, `jhmdb.py`,
+  `refexp.py` (RefCOCO/+/g pseudo-clips): the benchmarks' layouts and items;
 - `sampling.py`: which frames make a clip; `targets.py`: the target of the referred object;
 - `transforms_video.py`: augmentation and normalisation; `loaders.py`: collate and DataLoaders;
 - `categories.py`, `coco_gt.py`, `clip_dataset.py`: shared pieces (files, json and the benchmark facts come
@@ -13,7 +13,7 @@ from typing import Optional
 from torch.utils.data import ConcatDataset, Dataset
 
 from util.benchmarks import COCO_GROUND_TRUTH_FILES, REFEXP_DATASETS
-from . import a2d, jhmdb, refexp, ytvos
+from . import a2d, jhmdb, mevis, refexp, ytvos
 from .loaders import build_data_loader, collate_fn, set_epoch
 
 __all__ = ['build_dataset', 'build_data_loader', 'collate_fn', 'ground_truth_file', 'set_epoch']
@@ -27,6 +27,8 @@ def build_dataset(image_set: str, args) -> Dataset:
     name = args.dataset_file
     if name in ('ytvos', 'davis'):
         return ytvos.build(image_set, args, name)
+    if name == 'mevis':
+        return mevis.build(image_set, args)
     if name == 'a2d':
         return a2d.build(image_set, args)
     if name == 'jhmdb':

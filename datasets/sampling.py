@@ -39,3 +39,11 @@ def consecutive_window(start: int, num_video_frames: int, num_frames: int) -> Li
     past it (a video shorter than the clip repeats its last frame)."""
     first = max(0, min(start, num_video_frames - num_frames))
     return [min(first + k, num_video_frames - 1) for k in range(num_frames)]
+
+
+def expression_clip(start: int, num_video_frames: int, num_frames: int, max_skip: int, train: bool) -> List[int]:
+    """The frames of an item of the Ref-YouTube-VOS-style benchmarks, which start one item every `num_frames`
+    frames: a training clip drawn around `start`, or the evaluation window of consecutive frames from it."""
+    if train:
+        return sample_train_frames(start, num_video_frames, num_frames, max_skip)
+    return consecutive_window(start, num_video_frames, num_frames)

@@ -19,7 +19,7 @@ from PIL import Image
 from util.files import read_json, require
 from .categories import DAVIS_CONVERT_HINT, YTVOS_CATEGORY_IDS, davis_category_ids
 from .clip_dataset import ClipDataset
-from .sampling import consecutive_window, sample_train_frames
+from .sampling import expression_clip
 from .targets import clip_target
 from .transforms_video import make_video_transforms
 
@@ -58,10 +58,7 @@ class YTVOSDataset(ClipDataset):
         names = self.expressions[video]['frames']
         expression = self.expressions[video]['expressions'][exp_id]
         obj_id = expression['obj_id']
-        if self.train:
-            frames_idx = sample_train_frames(start, len(names), self.num_frames, self.max_skip)
-        else:
-            frames_idx = consecutive_window(start, len(names), self.num_frames)
+        frames_idx = expression_clip(start, len(names), self.num_frames, self.max_skip, self.train)
         frames = [Image.open(self.image_dir / video / f'{names[i]}.jpg').convert('RGB') for i in frames_idx]
         masks = np.stack([np.asarray(Image.open(self.mask_dir / video / f'{names[i]}.png')) for i in frames_idx])
         category = self.objects[video]['objects'][obj_id]['category']

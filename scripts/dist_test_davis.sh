@@ -11,13 +11,7 @@ OUTPUT_DIR=$1
 CHECKPOINT=$2
 PY_ARGS=("${@:3}")
 
-DAVIS_PATH=data/ref-davis
-for ((i = 0; i < ${#PY_ARGS[@]}; i++)); do
-    case "${PY_ARGS[$i]}" in
-        --davis_path=*) DAVIS_PATH="${PY_ARGS[$i]#--davis_path=}" ;;
-        --davis_path) DAVIS_PATH="${PY_ARGS[$((i + 1))]}" ;;
-    esac
-done
+DAVIS_PATH=$(option_value --davis_path data/ref-davis "${PY_ARGS[@]}")
 
 echo "Load model weights from: ${CHECKPOINT}"
 python3 inference_davis.py --with_box_refine --binary --freeze_text_encoder \

@@ -24,3 +24,16 @@ launch() {
 first_node() {
     [[ "${NODE_RANK}" == 0 ]]
 }
+
+# The value of option NAME in the remaining arguments (`NAME VALUE` or `NAME=VALUE`, the last one wins), else
+# DEFAULT:  DAVIS_PATH=$(option_value --davis_path data/ref-davis "${PY_ARGS[@]}")
+option_value() {
+    local name=$1 value=$2 args=("${@:3}") i
+    for ((i = 0; i < ${#args[@]}; i++)); do
+        case "${args[$i]}" in
+            "$name"=*) value="${args[$i]#"$name"=}" ;;
+            "$name") value="${args[$((i + 1))]:-$value}" ;;
+        esac
+    done
+    echo "$value"
+}

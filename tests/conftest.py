@@ -191,7 +191,8 @@ def generate_synthetic(out: Path, *flags: str) -> Path:
 def synthetic_data(tmp_path_factory) -> Path:
     """Every benchmark's synthetic dataset (small) in one folder. Tests that change it work on a copy."""
     return generate_synthetic(tmp_path_factory.mktemp('synthetic'), '--refshapes_train', '4',
-                              '--refshapes_valid', '2')
+                              '--refshapes_valid', '2', '--mevis_train', '6', '--mevis_valid_u', '1',
+                              '--mevis_valid', '1', '--mevis_frames', '6')
 
 
 @pytest.fixture(scope='session')

@@ -56,7 +56,8 @@ def test_refshapes_masks_are_the_rendered_shapes(synthetic_data):
 
 
 def test_generation_is_deterministic_and_protects_other_folders(tmp_path):
-    flags = ('--benchmarks', 'refshapes', '--refshapes_train', '2', '--refshapes_valid', '1')
+    flags = ('--benchmarks', 'refshapes', 'mevis', '--refshapes_train', '2', '--refshapes_valid', '1',
+             '--mevis_train', '1', '--mevis_valid_u', '1', '--mevis_valid', '1')
     first, again = generate_synthetic(tmp_path / 'a', *flags), generate_synthetic(tmp_path / 'b', *flags)
     other = generate_synthetic(tmp_path / 'c', *flags, '--seed', '1')
     files = sorted(p.relative_to(first) for p in first.rglob('*') if p.is_file())
@@ -83,6 +84,38 @@ def test_ytvos_release_layout(synthetic_data):
     for video, entry in train.items():
         assert sorted(p.stem for p in (root / 'train' / 'Annotations' / video).glob('*.png')) == entry['frames']
         assert sorted(p.stem for p in (root / 'train' / 'JPEGImages' / video).glob('*.jpg')) == entry['frames']
+
+
+def test_mevis_release_layout_and_sentences(synthetic_data):
+    """train/ and valid_u/ with masks, valid/ without; each sentence names the count, shape and colour or
+    direction of the shapes it refers to, whose RLE masks (null where absent) cover pixels of that colour."""
+    root = synthetic_data / 'mevis'
+    assert not (root / 'valid' / 'mask_dict.json').exists()
+    valid = read_json(root / 'valid' / 'meta_expressions.json')['videos']
+    assert valid and all(set(e) == {'exp'} for v in valid.values() for e in v['expressions'].values())
+    counts, absent = set(), 0
+    for split in ('train', 'valid_u'):
+        videos = read_json(root / split / 'meta_expressions.json')['videos']
+        masks = read_json(root / split / 'mask_dict.json')
+        for video, entry in videos.items():
+            frames = [np.asarray(Image.open(root / split / 'JPEGImages' / video / f'{name}.jpg'), dtype=float)
+                      for name in entry['frames']]
+            for expression in entry['expressions'].values():
+                words = WORDS.findall(expression['exp'].lower())
+                count = 2 if 'two' in words else 3 if 'three' in words else 1
+                assert len(expression['anno_id']) == len(expression['obj_id']) == count, expression
+                counts.add(count)
+                shape = next(w.rstrip('s') for w in words if w.rstrip('s') in make_synthetic_data.SHAPES)
+                color = next((w for w in words if w in make_synthetic_data.COLORS), None)
+                for anno_id in expression['anno_id']:
+                    assert len(masks[str(anno_id)]) == len(frames)
+                    for frame, rle in zip(frames, masks[str(anno_id)]):
+                        absent += rle is None
+                        if rle is not None and color is not None:
+                            inside = frame[mask_util.decode(rle).astype(bool)]
+                            assert np.abs(inside.mean(0) - make_synthetic_data.COLORS[color]).max() < 25
+                assert shape in make_synthetic_data.SHAPES
+    assert counts == {1, 2, 3} and absent > 0
 
 
 def test_davis_conversion(synthetic_data):

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pycocotools.mask as mask_util
 import pytest
 import torch
 import torch.distributed as dist
@@ -16,11 +17,12 @@ from torch.utils.data import DistributedSampler
 from datasets import build_data_loader, build_dataset, collate_fn, set_epoch
 from datasets.categories import YTVOS_CATEGORY_IDS
 from datasets.clip_dataset import ClipDataset
+from datasets.mevis import read_videos
 from datasets.targets import clip_target, mask_boxes
 from datasets.transforms_video import make_video_transforms
 from opts import get_args_parser
 from tools import make_synthetic_data
-from util.benchmarks import COCO_GROUND_TRUTH_FILES
+from util.benchmarks import COCO_GROUND_TRUTH_FILES, num_classes
 from util.box_ops import box_cxcywh_to_xyxy
 from util.video_io import IMAGENET_MEAN, IMAGENET_STD
 
@@ -33,7 +35,7 @@ def data_args(root: Path, dataset_file: str, *flags: str) -> argparse.Namespace:
         '--dataset_file', dataset_file, '--ytvos_path', str(root / 'ref-youtube-vos'),
         '--davis_path', str(root / 'ref-davis'), '--a2d_path', str(root / 'a2d_sentences'),
         '--jhmdb_path', str(root / 'jhmdb_sentences'), '--coco_path', str(root / 'coco'),
-        '--num_frames', '5', '--num_workers', '0', *flags])
+        '--mevis_path', str(root / 'mevis'), '--num_frames', '5', '--num_workers', '0', *flags])
 
 
 def denormalize(frames: torch.Tensor) -> torch.Tensor:
@@ -151,6 +153,106 @@ def test_davis_loader(synthetic_data):
     check_item(frames, target, 5, 5, box_tolerance=14, train=True)
     frames, target = build_dataset('val', data_args(synthetic_data, 'davis'))[0]
     check_item(frames, target, 5, 5, box_tolerance=6)
+
+
+def decode(masks, anno_id: str, frame: int, size=(96, 128)) -> np.ndarray:
+    rle = masks[anno_id][frame]
+    return np.zeros(size, bool) if rle is None else mask_util.decode(rle).astype(bool)
+
+
+def test_mevis_train_targets_are_the_union_of_the_referred_objects(synthetic_data):
+    random.seed(0)
+    root = synthetic_data / 'mevis' / 'train'
+    raw = json.loads((root / 'meta_expressions.json').read_text())['videos']
+    masks = json.loads((root / 'mask_dict.json').read_text())
+    dataset = build_dataset('train', data_args(synthetic_data, 'mevis'))
+    assert len(dataset) == sum(len(v['expressions']) * -(-len(v['frames']) // 5) for v in raw.values())
+    referred, absent, unions, normalised = set(), 0, 0, 0
+    for idx, (video, exp_id, start) in enumerate(dataset.samples):
+        frames, target = dataset.load(idx)          # before augmentation
+        expression = raw[video]['expressions'][exp_id]
+        anno_ids = [str(a) for a in expression['anno_id']]
+        referred.add(len(anno_ids))
+        assert (target['video'], target['exp_id']) == (video, exp_id) and start in target['frames_idx'].tolist()
+        assert len(frames) == 5 and target['labels'].tolist() == [0] * 5
+        for k, i in enumerate(target['frames_idx'].tolist()):
+            objects = [decode(masks, a, i) for a in anno_ids]
+            union = np.logical_or.reduce(objects)
+            assert np.array_equal(target['masks'][k].numpy(), union)
+            assert target['valid'][k] == union.any()
+            absent += sum(masks[a][i] is None for a in anno_ids)
+            unions += sum(o.any() for o in objects) >= 2 and union.sum() == sum(o.sum() for o in objects)
+        assert target['caption'] == ' '.join(expression['exp'].lower().split())
+        normalised += target['caption'] != expression['exp']
+    assert referred == {1, 2, 3}, 'sentences referring to one, two and three objects'
+    assert absent > 0 and unions > 0 and normalised > 0
+    for idx in range(0, len(dataset), 4):
+        frames, target = dataset[idx]
+        check_item(frames, target, 5, 5, box_tolerance=14, train=True)   # boxes contain the union's extent
+        assert target['valid'].any()
+    assert num_classes('mevis', binary=False) == 1
+
+
+def test_mevis_val_reads_valid_u_in_windows(synthetic_data):
+    dataset = build_dataset('val', data_args(synthetic_data, 'mevis', '--num_frames', '3'))
+    raw = json.loads((synthetic_data / 'mevis' / 'valid_u' / 'meta_expressions.json').read_text())['videos']
+    assert {video for video, _, _ in dataset.samples} == set(raw)
+    for idx in range(0, len(dataset), 3):
+        window = dataset.load(idx)[1]['frames_idx'].tolist()
+        assert window == list(range(window[0], window[0] + 3))
+        check_item(*dataset[idx], 3, 3, box_tolerance=6)
+
+
+@pytest.fixture
+def hand_made_mevis(tmp_path):
+    """valid_u/ of one video, 2 frames of 8x10: a sentence with raw ids and spacing naming anno 7 (frame 0)
+    and anno 8 (frame 1), and a sentence referring to nothing."""
+    root = tmp_path / 'mevis'
+    (root / 'valid_u' / 'JPEGImages' / 'v').mkdir(parents=True)
+    for name in ('00000', '00001'):
+        Image.new('RGB', (10, 8)).save(root / 'valid_u' / 'JPEGImages' / 'v' / f'{name}.jpg')
+    first, second = np.zeros((8, 10), np.uint8), np.zeros((8, 10), np.uint8)
+    first[1:3, 1:4], second[4:7, 5:9] = 1, 1
+    rle = [mask_util.encode(np.asfortranarray(m)) for m in (first, second)]
+    masks = {'7': [{'size': r['size'], 'counts': r['counts'].decode()} for r in rle[:1]] + [None],
+             '8': [None, {'size': rle[1]['size'], 'counts': rle[1]['counts'].decode()}]}
+    meta = {'videos': {'v': {'frames': ['00000', '00001'], 'expressions': {
+        '0': {'exp': '  Two  DOGS\trunning ', 'obj_id': ['1', 2], 'anno_id': [7, '8']},
+        '1': {'exp': 'a cat', 'obj_id': [], 'anno_id': []}}}}}
+    (root / 'valid_u' / 'meta_expressions.json').write_text(json.dumps(meta))
+    (root / 'valid_u' / 'mask_dict.json').write_text(json.dumps(masks))
+    return root, first.astype(bool), second.astype(bool)
+
+
+def test_mevis_reads_ids_and_sentences_as_the_organisers_loader(hand_made_mevis, tmp_path):
+    root, first, second = hand_made_mevis
+    expressions = read_videos(root, 'valid_u')['v']['expressions']
+    assert expressions['0'] == {'exp': 'two dogs running', 'obj_id': [1, 2], 'anno_id': ['7', '8']}
+    dataset = build_dataset('val', data_args(tmp_path, 'mevis', '--num_frames', '2'))
+    _, target = dataset.load(0)
+    assert target['caption'] == 'two dogs running' and target['valid'].tolist() == [1, 1]
+    assert np.array_equal(target['masks'].numpy(), np.stack([first, second]))
+    _, nothing = dataset.load(1)
+    assert nothing['valid'].tolist() == [0, 0] and not nothing['masks'].any()
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda meta, masks: meta['videos']['v']['expressions']['0']['anno_id'].append(9), 'no masks of anno_id 9'),
+    (lambda meta, masks: masks['8'].append(None), 'anno_id 8 has 3 masks, video v 2 frames'),
+    (lambda meta, masks: masks['7'][0].update(size=[4, 5]), 'anno_id 7 in frame 0 is 4x5, its frame 8x10'),
+    (lambda meta, masks: meta['videos']['v']['expressions']['1'].pop('anno_id'),
+     'expression 1 of video v has no anno_id'),
+])
+def test_mevis_inconsistent_files_are_named(hand_made_mevis, tmp_path, change, message):
+    root = hand_made_mevis[0]
+    meta = json.loads((root / 'valid_u' / 'meta_expressions.json').read_text())
+    masks = json.loads((root / 'valid_u' / 'mask_dict.json').read_text())
+    change(meta, masks)
+    (root / 'valid_u' / 'meta_expressions.json').write_text(json.dumps(meta))
+    (root / 'valid_u' / 'mask_dict.json').write_text(json.dumps(masks))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        dataset = build_dataset('val', data_args(tmp_path, 'mevis', '--num_frames', '2'))
+        dataset.load(0)
 
 
 def test_a2d_val_labels_the_annotated_frame(synthetic_data):
@@ -295,6 +397,9 @@ def test_training_items_without_object_are_redrawn():
     ('a2d', 'a2d_sentences/Release/clips320H', 'a2d_sentences/Release/clips320H'),
     ('jhmdb', 'jhmdb_sentences/jhmdb_annotation.txt', 'jhmdb_sentences/jhmdb_annotation.txt'),
     ('refcoco', 'coco/refcoco/instances_refcoco_train.json', 'convert_refexp_to_coco.py'),
+    ('mevis', 'mevis/train/mask_dict.json', 'mevis/train/mask_dict.json'),
+    ('mevis', 'mevis/train/meta_expressions.json', 'mevis/train/meta_expressions.json'),
+    ('mevis', 'mevis/train/JPEGImages', 'mevis/train/JPEGImages'),
 ])
 def test_missing_inputs_name_the_expected_path(synthetic_data, tmp_path, dataset_file, missing, expected):
     benchmark = missing.split('/')[0]

@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 import demo
+import inference
 import eval_davis
 import inference_davis
+import inference_mevis
 import inference_ytvos
 import main as train_main
 from opts import parse_args as parse_with_config
@@ -65,8 +68,8 @@ def test_ytvos_inference_resumes_where_it_stopped(synthetic_data, small_checkpoi
     shutil.rmtree(removed)
     (removed.parent / (removed.name + '.partial')).mkdir()
     calls = []
-    real_segment = inference_ytvos.segment
-    monkeypatch.setattr(inference_ytvos, 'segment', lambda *a, **k: calls.append(a[4]) or real_segment(*a, **k))
+    real_predict = inference.predict_video
+    monkeypatch.setattr(inference, 'predict_video', lambda *a, **k: calls.append(a[2]) or real_predict(*a, **k))
     inference_ytvos.main(args)
     assert len(calls) == 1, 'only the missing expression is segmented again'
     assert removed.is_dir() and len(list(removed.glob('*.png'))) == len(list(written[0].glob('*.png')))
@@ -104,6 +107,77 @@ def test_ytvos_inference_errors(synthetic_data, small_checkpoint, tmp_path):
     torch.save({'model': {'backbone.0.body.conv1.weight': torch.zeros(1)}}, other)
     with pytest.raises(RuntimeError, match='does not fit this model'):
         inference_ytvos.main(ytvos_args(synthetic_data, other, tmp_path / 'out2'))
+
+
+def mevis_args(synthetic_data, checkpoint, output, *flags):
+    return script_args(inference_mevis, '--mevis_path', str(synthetic_data / 'mevis'), '--resume', str(checkpoint),
+                       '--output_dir', str(output), '--ngpu', '1', *flags)
+
+
+@pytest.mark.e2e
+def test_mevis_inference_writes_masks_and_the_server_zip(synthetic_data, small_checkpoint, tmp_path, monkeypatch):
+    output = tmp_path / 'mevis'
+    root = synthetic_data / 'mevis'
+    inference_mevis.main(mevis_args(synthetic_data, small_checkpoint, output, '--split', 'valid_u', '--visualize'))
+    valid_u = json.loads((root / 'valid_u' / 'meta_expressions.json').read_text())['videos']
+    written = {p.relative_to(output / 'valid_u').as_posix() for p in (output / 'valid_u').rglob('*.png')}
+    assert written == {f'{v}/{e}/{f}.png' for v in valid_u for e in valid_u[v]['expressions']
+                       for f in valid_u[v]['frames']}
+    video = sorted(valid_u)[0]
+    mask = np.array(Image.open(output / 'valid_u' / video / '0' / '00000.png'))
+    assert mask.shape == Image.open(root / 'valid_u' / 'JPEGImages' / video / '00000.jpg').size[::-1]
+    assert set(np.unique(mask)) <= {0, 255} and (output / 'valid_u_images' / video / '0' / '00000.png').exists()
+    assert not (output / 'submission.zip').exists(), 'valid_u is evaluated locally: no zip'
+
+    inference_mevis.main(mevis_args(synthetic_data, small_checkpoint, output, '--split', 'valid'))
+    valid = json.loads((root / 'valid' / 'meta_expressions.json').read_text())['videos']
+    with zipfile.ZipFile(output / 'submission.zip') as archive:
+        assert set(archive.namelist()) == {f'{v}/{e}/{f}.png' for v in valid for e in valid[v]['expressions']
+                                           for f in valid[v]['frames']}, 'video folders at the root'
+    calls = []
+    monkeypatch.setattr(inference, 'predict_video', lambda *a, **k: calls.append(a))
+    inference_mevis.main(mevis_args(synthetic_data, small_checkpoint, output, '--split', 'valid'))
+    assert calls == [], 'a re-run finds every sentence written'
+
+
+def test_mevis_inference_errors(synthetic_data, small_checkpoint, tmp_path):
+    with pytest.raises(SystemExit, match='--split test: MeViS inference segments valid_u or valid'):
+        inference_mevis.main(mevis_args(synthetic_data, small_checkpoint, tmp_path, '--split', 'test'))
+    with pytest.raises(FileNotFoundError, match='MeViS valid_u frames not found: expected .*nowhere/valid_u/'):
+        inference_mevis.main(mevis_args(synthetic_data, small_checkpoint, tmp_path, '--split', 'valid_u',
+                                        '--mevis_path', str(tmp_path / 'nowhere')))
+    with pytest.raises(SystemExit, match='--mevis_score_threshold 1.5'):
+        inference_mevis.main(mevis_args(synthetic_data, small_checkpoint, tmp_path, '--mevis_selection', 'threshold',
+                                        '--mevis_score_threshold', '1.5'))
+
+
+class FixedOutputs(nn.Module):
+    """A stand-in model: 4x4 mask logits for 3 queries in frames 0 and 1 (the value of a clip's frame), query q
+    covering column q, with scores 0.9 (query 0), 0.3 (query 1) and 0.7 (query 2) averaged over the frames."""
+
+    def forward(self, clips, captions, targets):
+        frames = clips[0][:, 0, 0, 0].long()
+        t = len(frames)
+        logits = torch.logit(torch.tensor([[0.8, 0.2, 0.6], [1.0 - 1e-6, 0.4, 0.8]]))[frames, :, None]
+        masks = torch.full((t, 3, 4, 4), -10.0)
+        for query in range(3):
+            masks[:, query, :, query] = 10.0
+        return {'pred_logits': logits[None], 'pred_boxes': torch.full((1, t, 3, 4), 0.5),
+                'pred_masks': masks[None], 'reference_points': torch.full((1, t, 3, 2), 0.5)}
+
+
+@pytest.mark.parametrize('score_threshold, columns', [(None, [0]), (0.5, [0, 2]), (0.2, [0, 1, 2]), (0.95, [])])
+def test_mevis_query_selection(score_threshold, columns):
+    """top-1 (None) or the union of the queries whose score averaged over the frames, one forward pass each
+    here, exceeds the threshold."""
+    args = argparse.Namespace(clip_len=1, amp=False, threshold=0.5)
+    clip = torch.arange(2.0)[:, None, None, None].expand(2, 3, 16, 16)
+    outputs = inference.predict_video(FixedOutputs(), clip, 'two dogs', torch.device('cpu'), args)
+    result = inference.chosen_masks(outputs, (4, 4), args.threshold, score_threshold)
+    expected = np.zeros((2, 4, 4), bool)
+    expected[:, :, columns] = True
+    assert np.array_equal(result['masks'], expected)
+    assert result['boxes'].shape == (2, 4) and result['points'].tolist() == [[2.0, 2.0]] * 2
 
 
 @pytest.mark.e2e

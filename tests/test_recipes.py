@@ -1,7 +1,8 @@
 """The release's recipes (`configs/`) through their launch scripts (`scripts/`), pointed at synthetic data
 and the CPU: pretraining -> Ref-YTVOS finetuning and submission, A2D training, joint training, Ref-DAVIS17
-inference and J&F, JHMDB evaluation. One test per recipe; a recipe that needs another's checkpoint runs it
-first (once per session), and is skipped, naming it, when that one failed.
+inference and J&F, JHMDB evaluation, MeViS finetuning, valid_u J&F and valid submission. One test per recipe;
+a recipe that needs another's checkpoint runs it first (once per session), and is skipped, naming it, when that
+one failed.
 
 Only what cannot run here changes: data paths, the offline text encoder and backbone weights, small frames,
 3-frame clips and one epoch per recipe so that the chain takes minutes on 2 cores.
@@ -27,9 +28,11 @@ COMMANDS: Dict[str, Callable[[Path], List]] = {
     'davis': lambda out: ['bash', 'scripts/dist_test_davis.sh', out / 'davis', out / 'ytvos' / 'checkpoint.pth'],
     'jhmdb': lambda out: ['python', 'main.py', '--config', 'configs/jhmdb_r50.args',
                           '--resume', out / 'a2d' / 'checkpoint.pth', '--output_dir', out / 'jhmdb'],
+    'mevis': lambda out: ['bash', 'scripts/dist_train_test_mevis.sh', out / 'mevis',
+                          out / 'pretrain' / 'checkpoint.pth'],
 }
 # The recipe whose checkpoint a recipe starts from.
-NEEDS = {'ytvos': 'pretrain', 'a2d': 'pretrain', 'davis': 'ytvos', 'jhmdb': 'a2d'}
+NEEDS = {'ytvos': 'pretrain', 'a2d': 'pretrain', 'davis': 'ytvos', 'jhmdb': 'a2d', 'mevis': 'pretrain'}
 
 
 class Recipes:
@@ -37,14 +40,16 @@ class Recipes:
 
     def __init__(self, root: Path):
         offline = offline_flags()
-        data = generate_synthetic(root / 'data', '--videos', '1', '--frames', '5',
-                                  '--benchmarks', 'ytvos', 'davis', 'a2d', 'jhmdb', 'refcoco')
+        data = generate_synthetic(root / 'data', '--videos', '1', '--frames', '5', '--mevis_train', '1',
+                                  '--mevis_valid_u', '1', '--mevis_valid', '1', '--mevis_frames', '5',
+                                  '--benchmarks', 'ytvos', 'davis', 'a2d', 'jhmdb', 'refcoco', 'mevis')
         self.root = root
         self.out = root / 'runs'
         self.overrides = [*offline, '--max_size', '96', '--short_side', '96', '--num_workers', '0',
                           '--epochs', '1', '--num_frames', '3', '--coco_path', data / 'coco',
                           '--ytvos_path', data / 'ref-youtube-vos', '--a2d_path', data / 'a2d_sentences',
-                          '--jhmdb_path', data / 'jhmdb_sentences', '--davis_path', data / 'ref-davis']
+                          '--jhmdb_path', data / 'jhmdb_sentences', '--davis_path', data / 'ref-davis',
+                          '--mevis_path', data / 'mevis']
         self.logs: Dict[str, str] = {}
         self.failed: Dict[str, str] = {}
 
@@ -104,9 +109,17 @@ def check_jhmdb(log: str, out: Path) -> None:
     assert 'evaluation: mAP 0.5:0.95' in log and 'overall_iou' in log
 
 
+def check_mevis(log: str, out: Path) -> None:
+    assert 'finetuning from' in log and 'valid_u: J&F ' in log
+    assert (out / 'mevis' / 'valid_u' / 'global_results-valid_u.csv').exists()
+    with zipfile.ZipFile(out / 'mevis' / 'submission.zip') as archive:
+        names = archive.namelist()
+    assert names and all(n.startswith('valid_') and n.endswith('.png') for n in names), 'video folders at the root'
+
+
 CHECKS: Dict[str, Callable[[str, Path], None]] = {
     'pretrain': check_pretrain, 'ytvos': check_ytvos, 'a2d': check_a2d, 'joint': check_joint, 'davis': check_davis,
-    'jhmdb': check_jhmdb}
+    'jhmdb': check_jhmdb, 'mevis': check_mevis}
 
 
 @pytest.mark.parametrize('recipe', list(COMMANDS))

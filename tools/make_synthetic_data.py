@@ -33,7 +33,7 @@ from datasets.a2d import prepare_a2d  # noqa: E402
 from datasets.jhmdb import prepare_jhmdb  # noqa: E402
 from tools.convert_davis_to_ytvos import ANNOTATION_FILES, convert as convert_davis  # noqa: E402
 from tools.convert_refexp_to_coco import convert as convert_refexp  # noqa: E402
-from util.benchmarks import YTVOS_CATEGORIES  # noqa: E402
+from util.benchmarks import MEVIS_EXPRESSIONS_FILE, MEVIS_MASKS_FILE, YTVOS_CATEGORIES  # noqa: E402
 from util.files import write_json  # noqa: E402
 
 COLORS = {'red': (220, 40, 40), 'green': (40, 170, 60), 'blue': (40, 80, 225), 'yellow': (235, 205, 40)}
@@ -42,7 +42,7 @@ DIRECTIONS = {'left': (-1, 0), 'right': (1, 0), 'up': (0, -1), 'down': (0, 1)}
 TEMPLATES = ('the {color} {shape}', 'the {color} {shape} moving {direction}', 'a {shape} in {color}',
              '{color} {shape} that moves {direction}')
 FOLDERS = {'ytvos': 'ref-youtube-vos', 'davis': 'ref-davis', 'a2d': 'a2d_sentences', 'jhmdb': 'jhmdb_sentences',
-           'refcoco': 'coco', 'refshapes': 'ref-shapes'}
+           'refcoco': 'coco', 'refshapes': 'ref-shapes', 'mevis': 'mevis'}
 MARKER = '.synthetic'
 PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128, 128, 0, 128] + [255] * (3 * 250)
 
@@ -75,25 +75,38 @@ class Sprite:
             draw.polygon([(x, y - r), (x + r, y + r), (x - r, y + r)], fill=fill)
 
 
-def random_sprites(rng: np.random.Generator, count: int, height: int, width: int, num_frames: int) -> List[Sprite]:
-    """`count` (<= 3) sprites of distinct colours and shapes that stay inside the frame and never touch."""
+def moving_sprite(rng: np.random.Generator, shape: str, color: str, height: int, width: int, num_frames: int,
+                  direction: Optional[str] = None, radius_range: Tuple[float, float] = (0.1, 0.15)) -> Sprite:
+    """A sprite that stays inside the frame for `num_frames` frames: its radius (a fraction of the short side
+    in `radius_range`), its direction (random unless given), speed and start drawn from `rng`."""
+    radius = float(rng.uniform(*radius_range) * min(height, width))
+    direction = str(rng.choice(list(DIRECTIONS))) if direction is None else direction
+    dx, dy = DIRECTIONS[direction]
+    room = (width if dx else height) - 2 * radius - 2
+    speed = float(rng.uniform(0.3, 0.6) * room / max(num_frames - 1, 1))
+    travel = speed * (num_frames - 1)
+    x = rng.uniform(radius + 1 + travel * (dx < 0), width - radius - 1 - travel * (dx > 0))
+    y = rng.uniform(radius + 1 + travel * (dy < 0), height - radius - 1 - travel * (dy > 0))
+    return Sprite(shape, color, radius, (float(x), float(y)), direction, speed)
+
+
+def placed(draw: Callable[[], List[Sprite]], num_frames: int, what: str) -> List[Sprite]:
+    """The first sprites `draw()` gives (up to 1000 tries) that never touch in any of `num_frames` frames."""
     for _ in range(1000):
-        sprites = []
-        for color, shape in zip(rng.choice(list(COLORS), count, replace=False),
-                                rng.choice(SHAPES, count, replace=False)):
-            radius = float(rng.uniform(0.1, 0.15) * min(height, width))
-            direction = str(rng.choice(list(DIRECTIONS)))
-            dx, dy = DIRECTIONS[direction]
-            room = (width if dx else height) - 2 * radius - 2
-            speed = float(rng.uniform(0.3, 0.6) * room / max(num_frames - 1, 1))
-            travel = speed * (num_frames - 1)
-            x = rng.uniform(radius + 1 + travel * (dx < 0), width - radius - 1 - travel * (dx > 0))
-            y = rng.uniform(radius + 1 + travel * (dy < 0), height - radius - 1 - travel * (dy > 0))
-            sprites.append(Sprite(str(shape), str(color), radius, (float(x), float(y)), direction, speed))
+        sprites = draw()
         if all(np.hypot(*np.subtract(a.center(t), b.center(t))) > a.radius * 1.5 + b.radius * 1.5 + 2
                for t in range(num_frames) for i, a in enumerate(sprites) for b in sprites[i + 1:]):
             return sprites
-    raise RuntimeError(f'cannot place {count} shapes in {height}x{width} frames')
+    raise RuntimeError(f'cannot place {what}')
+
+
+def random_sprites(rng: np.random.Generator, count: int, height: int, width: int, num_frames: int) -> List[Sprite]:
+    """`count` (<= 3) sprites of distinct colours and shapes that stay inside the frame and never touch."""
+    def draw() -> List[Sprite]:
+        return [moving_sprite(rng, str(shape), str(color), height, width, num_frames)
+                for color, shape in zip(rng.choice(list(COLORS), count, replace=False),
+                                        rng.choice(SHAPES, count, replace=False))]
+    return placed(draw, num_frames, f'{count} shapes in {height}x{width} frames')
 
 
 def background(rng: np.random.Generator, height: int, width: int, level: Optional[float] = None) -> np.ndarray:
@@ -355,8 +368,85 @@ def make_refcoco(out: Path, rng: np.random.Generator, args) -> None:
     convert_refexp(refer, out)
 
 
+# MeViS videos: the sizes of their groups of alike shapes (each group's shapes share shape, colour and direction).
+MEVIS_GROUPS = ((1, 1), (2, 1), (3, 1), (2, 2), (1, 1, 1), (2, 1, 1))
+MEVIS_COUNTS = {1: 'the', 2: 'two', 3: 'three'}
+MEVIS_TEMPLATES = {1: ('the {shape} moving {direction}', 'the {color} {shape}'),
+                   2: ('the {count} {shape}s moving {direction}', '{count} {color} {shape}s'),
+                   3: ('the {count} {shape}s moving {direction}', 'all {count} {color} {shape}s')}
+
+
+def mevis_groups(rng: np.random.Generator, height: int, width: int, num_frames: int) -> List[List[Sprite]]:
+    """2-3 groups of 1-3 shapes (4 at most in all); groups differ in shape, colour and direction."""
+    sizes = MEVIS_GROUPS[int(rng.integers(len(MEVIS_GROUPS)))]
+    starts = np.cumsum((0,) + sizes)
+
+    def draw() -> List[Sprite]:
+        kinds = zip(rng.choice(SHAPES, len(sizes), replace=False), rng.choice(list(COLORS), len(sizes), replace=False),
+                    rng.choice(list(DIRECTIONS), len(sizes), replace=False))
+        return [moving_sprite(rng, str(shape), str(color), height, width, num_frames, str(direction), (0.07, 0.1))
+                for (shape, color, direction), size in zip(kinds, sizes) for _ in range(size)]
+    sprites = placed(draw, num_frames, f'{sum(sizes)} shapes in {height}x{width} frames')
+    return [sprites[a:b] for a, b in zip(starts[:-1], starts[1:])]
+
+
+def rle(mask: np.ndarray) -> Dict:
+    """A bool mask `[H, W]` as a COCO RLE with string counts, as json holds it."""
+    encoded = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {'size': [int(n) for n in encoded['size']], 'counts': encoded['counts'].decode('ascii')}
+
+
+def make_mevis(out: Path, rng: np.random.Generator, args) -> None:
+    """MeViS: train/ and valid_u/ (JPEGImages, meta_expressions.json with obj_id and anno_id lists, mask_dict.json:
+    per anno_id a COCO RLE per frame, null where the object is absent) and valid/ (frames and sentences only).
+    Each video shows 2-3 groups of 1-3 alike shapes, each group with two sentences naming all of its shapes ("the
+    two circles moving left", "two red circles"); in every other video one shape enters halfway, in every third
+    one shape leaves two frames before the end. The first sentence of each training video is written with capitals
+    and extra spaces, as raw sentences can be."""
+    h, w, n = args.mevis_height, args.mevis_width, args.mevis_frames
+    names = [f'{t:05d}' for t in range(n)]
+    for split, count in (('train', args.mevis_train), ('valid_u', args.mevis_valid_u), ('valid', args.mevis_valid)):
+        videos, masks = {}, {}
+        for v in range(count):
+            video = f'{split}_{v:04d}'
+            groups = mevis_groups(rng, h, w, n)
+            sprites = [sprite for group in groups for sprite in group]
+            if v % 2 == 0:
+                sprites[-1].first = n // 2
+            if v % 3 == 0:
+                sprites[0].last = n - 2
+            (out / split / 'JPEGImages' / video).mkdir(parents=True, exist_ok=True)
+            canvas = background(rng, h, w)
+            anno_ids = [len(masks) + k for k in range(len(sprites))]
+            for anno_id in anno_ids:
+                masks[str(anno_id)] = []
+            for t, name in enumerate(names):
+                frame, ids = render(sprites, t, canvas)
+                frame.save(out / split / 'JPEGImages' / video / f'{name}.jpg', quality=95)
+                for k, anno_id in enumerate(anno_ids):
+                    masks[str(anno_id)].append(rle(ids == k + 1) if (ids == k + 1).any() else None)
+            expressions, first = {}, 0
+            for group in groups:
+                members = list(range(first, first + len(group)))
+                first += len(group)
+                lead = group[0]
+                for template in MEVIS_TEMPLATES[len(group)]:
+                    sentence = template.format(count=MEVIS_COUNTS[len(group)], shape=lead.shape, color=lead.color,
+                                               direction=lead.direction)
+                    if split == 'train' and not expressions:
+                        sentence = '  ' + sentence.capitalize().replace(' ', '  ', 1) + ' '
+                    entry = {'exp': sentence}
+                    if split != 'valid':
+                        entry.update(obj_id=members, anno_id=[anno_ids[k] for k in members])
+                    expressions[str(len(expressions))] = entry
+            videos[video] = {'frames': names, 'expressions': expressions}
+        write_json({'videos': videos}, out / split / MEVIS_EXPRESSIONS_FILE)
+        if split != 'valid':
+            write_json(masks, out / split / MEVIS_MASKS_FILE)
+
+
 MAKERS: Dict[str, Callable] = {'ytvos': make_ytvos, 'davis': make_davis, 'a2d': make_a2d, 'jhmdb': make_jhmdb,
-                               'refcoco': make_refcoco, 'refshapes': make_refshapes}
+                               'refcoco': make_refcoco, 'refshapes': make_refshapes, 'mevis': make_mevis}
 
 
 def make(out: Path, benchmarks: Sequence[str], args) -> Dict[str, Path]:
@@ -391,6 +481,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument('--refshapes_frames', default=8, type=int)
     parser.add_argument('--refshapes_height', default=96, type=int)
     parser.add_argument('--refshapes_width', default=128, type=int)
+    parser.add_argument('--mevis_train', default=48, type=int, help='MeViS training videos')
+    parser.add_argument('--mevis_valid_u', default=12, type=int, help='MeViS valid_u videos (with masks)')
+    parser.add_argument('--mevis_valid', default=4, type=int, help='MeViS valid videos (no masks)')
+    parser.add_argument('--mevis_frames', default=8, type=int)
+    parser.add_argument('--mevis_height', default=96, type=int)
+    parser.add_argument('--mevis_width', default=128, type=int)
     return parser
 
 

@@ -27,9 +27,11 @@ ROBERTA_BASE_SIZES = {'hidden_size': 768, 'layers': 12, 'heads': 12, 'intermedia
 
 
 def expressions(roots: List[Path]) -> Iterator[str]:
-    """Every expression of the Ref-YouTube-VOS-layout meta files under `roots`."""
+    """Every expression of the meta files under `roots`: Ref-YouTube-VOS layout
+    (`meta_expressions/<split>/meta_expressions.json`) or MeViS layout (`<split>/meta_expressions.json`)."""
     for root in roots:
-        for meta_file in sorted(root.glob('meta_expressions/*/meta_expressions.json')):
+        for meta_file in sorted([*root.glob('meta_expressions/*/meta_expressions.json'),
+                                 *root.glob('*/meta_expressions.json')]):
             for video in json.loads(meta_file.read_text())['videos'].values():
                 for expression in video['expressions'].values():
                     yield expression['exp']
@@ -65,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', required=True, type=Path, help='the folder to write (config, weights, tokenizer)')
     parser.add_argument('--datasets', nargs='*', type=Path, default=[],
-                        help='Ref-YouTube-VOS-layout roots whose expressions train the tokenizer')
+                        help='Ref-YouTube-VOS-layout or MeViS-layout roots whose expressions train the tokenizer')
     parser.add_argument('--vocab_size', default=512, type=int)
     parser.add_argument('--hidden_size', default=128, type=int)
     parser.add_argument('--layers', default=2, type=int)

@@ -111,19 +111,22 @@ def _cell(value) -> str:
     return str(value)
 
 
+def write_table(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> Path:
+    """A csv file at `path`, written atomically: `header`, then `rows` (floats with 4 decimals, booleans 0/1,
+    None empty)."""
+    with atomic_write(path, newline='') as file:
+        writer = csv.writer(file, lineterminator='\n')
+        writer.writerow(header)
+        writer.writerows([[_cell(value) for value in row] for row in rows])
+    return Path(path)
+
+
 def write_results(folder: Path, results: Sequence[ExpressionResult], summary: Dict[str, float],
                   name: str) -> Tuple[Path, Path]:
     """`<folder>/per-expression_results-<name>.csv` (one row per expression) and
     `<folder>/global_results-<name>.csv` (the summary), each written atomically; numbers with 4 decimals."""
     folder = Path(folder)
-    per_expression, global_path = (folder / f'per-expression_results-{name}.csv',
-                                   folder / f'global_results-{name}.csv')
     rows: List[Sequence] = [(r.video, r.exp_id, r.obj_id, r.j, r.f, r.j_and_f, r.covered_obj_id, r.referred,
                              r.expression) for r in results]
-    for path, header, table in ((per_expression, RESULT_COLUMNS, rows),
-                                (global_path, GLOBAL_COLUMNS, [[summary[c] for c in GLOBAL_COLUMNS]])):
-        with atomic_write(path, newline='') as file:
-            writer = csv.writer(file, lineterminator='\n')
-            writer.writerow(header)
-            writer.writerows([[_cell(value) for value in row] for row in table])
-    return per_expression, global_path
+    return (write_table(folder / f'per-expression_results-{name}.csv', RESULT_COLUMNS, rows),
+            write_table(folder / f'global_results-{name}.csv', GLOBAL_COLUMNS, [[summary[c] for c in GLOBAL_COLUMNS]]))
