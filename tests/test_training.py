@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import eval_rvos
+import inference
 import inference_ytvos
 import main as train_main
 from datasets import build_data_loader, build_dataset
@@ -19,6 +20,7 @@ from opts import parse_args as parse_with_config
 from tests.conftest import ROOT, SMALL_MODEL, generate_synthetic, offline_flags, parse_args, run_command
 from tools import plot_log
 from util.files import read_json
+from util.mask_folders import Expression, write_masks
 from util.video_io import frames_to_clip, open_image
 
 
@@ -112,9 +114,10 @@ def test_training_learns_to_follow_the_sentence(tmp_path_factory):
         frames = [open_image(root / 'valid' / 'JPEGImages' / video / f'{name}.jpg') for name in entry['frames']]
         clip = frames_to_clip(frames, args.short_side)
         for exp_id, expression in entry['expressions'].items():
-            job = inference_ytvos.Expression(video, exp_id, expression['exp'], entry['frames'])
-            result = inference_ytvos.segment(model, args, device, clip, job.text, (frames[0].height, frames[0].width))
-            inference_ytvos.write_masks(output, job, result['masks'])
+            job = Expression(video, exp_id, expression['exp'], entry['frames'])
+            outputs = inference.predict_video(model, clip, job.text, device, args)
+            result = inference.chosen_masks(outputs, (frames[0].height, frames[0].width), args.threshold)
+            write_masks(output, job, result['masks'])
     summary, results = eval_rvos.evaluate(output, root, progress=False)
     covered = {}
     for result in results:
