@@ -112,25 +112,32 @@ def chosen_masks(outputs: Dict[str, torch.Tensor], frame_size, threshold: float,
             'points': (outputs['reference_points'][:, best] * scale[:2]).numpy()}
 
 
+def segment_video_expressions(model: nn.Module, device: torch.device, args, expressions: Sequence[Expression],
+                              frames_root: Path, score_threshold: Optional[float] = None) -> None:
+    """The masks of `expressions` (all of one video, frames in `<frames_root>/<video>/<frame>.jpg`) into
+    `<output_dir>/<split>/`, and with `args.visualize` their overlays into `<output_dir>/<split>_images/`;
+    each `--clip_len` clip's visual part is computed once for all of them."""
+    output = Path(args.output_dir) / args.split
+    names = expressions[0].frames
+    frames = [open_image(frames_root / expressions[0].video / f'{name}.jpg') for name in names]
+    clip = frames_to_clip(frames, args.short_side)
+    all_outputs = predict_video(model, clip, [expression.text for expression in expressions], device, args)
+    for expression, outputs in zip(expressions, all_outputs):
+        result = chosen_masks(outputs, (frames[0].height, frames[0].width), args.threshold, score_threshold)
+        write_masks(output, expression, result['masks'])
+        if args.visualize:
+            folder = Path(args.output_dir) / f'{args.split}_images' / expression.video / expression.exp_id
+            save_overlays(folder, frames, names, result)
+
+
 def segment_videos(device: torch.device, args, videos: List[List[Expression]], progress, frames_root: Path,
                    score_threshold: Optional[float] = None) -> None:
     """A worker of `segment_expressions`: every expression of `videos` (each a list of one video's
-    expressions, frames in `<frames_root>/<video>/<frame>.jpg`) into `<output_dir>/<split>/`, and with
-    `args.visualize` its overlays into `<output_dir>/<split>_images/`."""
+    expressions) through `segment_video_expressions`."""
     model = load_inference_model(args, device)
-    output = Path(args.output_dir) / args.split
     for expressions in videos:
-        names = expressions[0].frames
-        frames = [open_image(frames_root / expressions[0].video / f'{name}.jpg') for name in names]
-        clip = frames_to_clip(frames, args.short_side)
-        all_outputs = predict_video(model, clip, [expression.text for expression in expressions], device, args)
-        for expression, outputs in zip(expressions, all_outputs):
-            result = chosen_masks(outputs, (frames[0].height, frames[0].width), args.threshold, score_threshold)
-            write_masks(output, expression, result['masks'])
-            if args.visualize:
-                folder = Path(args.output_dir) / f'{args.split}_images' / expression.video / expression.exp_id
-                save_overlays(folder, frames, names, result)
-            progress.put(1)
+        segment_video_expressions(model, device, args, expressions, frames_root, score_threshold)
+        progress.put(len(expressions))
 
 
 def segment_expressions(args, expressions: Sequence[Expression], frames_root: Path,
