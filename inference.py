@@ -1,7 +1,8 @@
-"""Running a trained BIFIT: the model of `--resume` ready for inference, one clip and one sentence through
-it, the query it chooses and that query's masks at the frame size, and a whole video segmented clip by
-clip; the sentences of whole videos segmented into mask folders in worker processes. Used by the inference
-scripts, the demo, the web demo and the evaluation of held-out clips (`engine.py`)."""
+"""Running a trained BIFIT: the model of `--resume` ready for inference, one clip and its sentences through it
+(the clip's visual part computed once for all of them), the query it chooses and that query's masks at the frame
+size, and a whole video segmented clip by clip; the sentences of whole videos segmented into mask folders in
+worker processes. Used by the inference scripts, the demo, the web demo and the evaluation of held-out clips
+(`engine.py`)."""
 import logging
 import time
 from functools import partial

@@ -169,7 +169,10 @@ class BIFIT(nn.Module):
 
     def forward_sentences(self, samples, captions: Sequence[str], targets: List[Dict]) -> List[Dict]:
         """One clip (`samples` and `targets` of length 1) and several sentences: the outputs of
-        `model(samples, [caption], targets)` for each caption, the visual part computed once."""
+        `model(samples, [caption], targets)` for each caption (identical in eval mode), the visual part computed
+        once. The sentences run one after another: batched over the sentences (the visual features repeated),
+        4 sentences of a 3-frame 360x640 clip took 21 s and +1.7 GB on 2 CPU threads against 16 s and +0.65 GB,
+        and padding the sentences to one length changes the outputs by float rounding."""
         if not isinstance(samples, NestedTensor):
             samples = nested_tensor_from_videos_list(samples)
         if len(targets) != 1:
@@ -204,7 +207,8 @@ class BIFIT(nn.Module):
             logits.append(self.class_embed[layer](output))
             boxes.append(box.sigmoid())
 
-        mask_features = self.pixel_decoder(visual.features, visual.pos, memory, words, word_mask, text_pos, num_frames=t)
+        mask_features = self.pixel_decoder(visual.features, visual.pos, memory, words, word_mask, text_pos,
+                                           num_frames=t)
         mask_features = rearrange(mask_features, '(b t) c h w -> b t c h w', b=b)
         frame_sizes = torch.stack([torch.as_tensor(target['size']) for target in targets])
         frame_sizes = frame_sizes.to(device, torch.float32, non_blocking=True)

@@ -1,4 +1,5 @@
-"""Speed and memory of BIFIT's forward pass and training step, against the straightforward formulation.
+"""Speed and memory of BIFIT's forward pass and training step, against the straightforward formulation;
+the throughput of dataset inference, against running the whole network per expression.
 
     python tools/benchmark.py                                  # default model, 5 frames 360x640, CPU, 2 threads
     python tools/benchmark.py --frames 24 --formulations fast --skip_training
@@ -27,6 +28,14 @@ outputs of the two warm-up passes must agree within the tolerances of the refere
 (logits, boxes, reference points 1e-4; mask logits 1e-4 of their largest magnitude): the exit
 status is 1 when they do not. The load average before and after is printed: the machine may be
 shared, so compare timings from one run.
+
+The dataset section (`--sections dataset`; both sections by default) times inference_ytvos.py's work on a
+synthetic Ref-YouTube-VOS set (`--dataset_videos` videos of `--frames` frames at `--height` x `--width`,
+`--dataset_expressions` expressions each; `--clip_len` frames per forward pass) in expressions per hour:
+each clip's visual part computed once for all the expressions of its video, against the whole network run
+per expression; the two alternate video by video and must write identical PNGs (exit status 1 otherwise).
+
+    python tools/benchmark.py --sections dataset --text_encoder /tmp/roberta_base_sized
 """
 import argparse
 import contextlib
@@ -333,14 +342,15 @@ def dataset_inference(model: nn.Module, args) -> bool:
             (once / path).read_bytes() == (each / path).read_bytes() for path in files['encode once'])
     loads.append(os.getloadavg()[0])
     expressions = sum(len(v) for v in videos)
-    device_words = f'{device.type}, {args.threads} threads' if device.type == 'cpu' else torch.cuda.get_device_name(device)
+    where = f'{device.type}, {args.threads} threads' if device.type == 'cpu' else torch.cuda.get_device_name(device)
     print(f'\nDataset inference, BIFIT {args.backbone}: synthetic Ref-YouTube-VOS, {len(videos)} videos x '
           f'{args.dataset_expressions} expressions, {args.frames} frames {args.height}x{args.width}, '
-          f'--clip_len {args.clip_len}, {device_words}; load average {loads[0]:.2f} before, {loads[1]:.2f} after')
+          f'--clip_len {args.clip_len}, {where}; load average {loads[0]:.2f} before, {loads[1]:.2f} after')
     per_hour = [3600 * expressions / seconds[name] for name in ('per expression', 'encode once')]
     print(format_row('', ['per expression', 'encode once'], 'speed-up'))
     print(format_row('expressions/hour', [f'{v:,.0f}' for v in per_hour], f'{per_hour[1] / per_hour[0]:.2f}x'))
-    print(format_row('seconds/expression', [f'{seconds[n] / expressions:.1f}' for n in ('per expression', 'encode once')]))
+    print(format_row('seconds/expression', [f'{seconds[n] / expressions:.1f}'
+                                            for n in ('per expression', 'encode once')]))
     print(f'masks {"identical" if identical else "DIFFER"}: {len(files["encode once"])} and '
           f'{len(files["per expression"])} PNGs')
     return identical
