@@ -259,13 +259,17 @@ def output_differences(ours: Dict, reference: Dict) -> Dict[str, tuple]:
     return differences
 
 
+def describe_device(device: torch.device, threads: int) -> str:
+    return f'{device.type}, {threads} threads' if device.type == 'cpu' else torch.cuda.get_device_name(device)
+
+
 def format_row(label: str, values: List[str], ratio: str = '') -> str:
     return f'{label:<34}' + ''.join(f'{v:>14}' for v in values) + f'{ratio:>12}'
 
 
 def report(runs: List[Formulation], args, differences: Optional[Dict[str, tuple]], loads: tuple) -> None:
     device = torch.device(args.device)
-    where = f'{device.type}, {args.threads} threads' if device.type == 'cpu' else torch.cuda.get_device_name(device)
+    where = describe_device(device, args.threads)
     precision = 'bfloat16 autocast' if args.amp and device.type == 'cuda' else 'float32'
     print(f'\nBIFIT {args.backbone}, {args.frames} frames {args.height}x{args.width}, one clip, {where}, {precision}; '
           f'load average {loads[0]:.2f} before, {loads[1]:.2f} after')
@@ -342,7 +346,7 @@ def dataset_inference(model: nn.Module, args) -> bool:
             (once / path).read_bytes() == (each / path).read_bytes() for path in files['encode once'])
     loads.append(os.getloadavg()[0])
     expressions = sum(len(v) for v in videos)
-    where = f'{device.type}, {args.threads} threads' if device.type == 'cpu' else torch.cuda.get_device_name(device)
+    where = describe_device(device, args.threads)
     print(f'\nDataset inference, BIFIT {args.backbone}: synthetic Ref-YouTube-VOS, {len(videos)} videos x '
           f'{args.dataset_expressions} expressions, {args.frames} frames {args.height}x{args.width}, '
           f'--clip_len {args.clip_len}, {where}; load average {loads[0]:.2f} before, {loads[1]:.2f} after')
