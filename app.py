@@ -142,12 +142,11 @@ class Segmenter:
             raise gr.Error(f'{Path(video).name} cannot be read as a video ({error}); upload an mp4, webm or mov '
                            'file.', print_exception=False)
         start, total = time.time(), len(source) * (len(texts) + 1)
-        mask_logits = []
-        for k, text in enumerate(texts):
-            def report(done: int, before: int = k * len(source), text: str = text) -> None:
-                progress((before + done, total), desc=f'segmenting "{text}"', unit='frames')
-            mask_logits.append(segment_video(self.model, source, text, self.device, self.args.clip_len,
-                                             self.args.short_side, self.args.amp, report))
+
+        def report(done: int) -> None:
+            progress((done * len(texts), total), desc=f'segmenting {len(texts)} sentence(s)', unit='frames')
+        mask_logits = segment_video(self.model, source, texts, self.device, self.args.clip_len, self.args.short_side,
+                                    self.args.amp, report)
         out = self.next_folder()
         found = [False] * len(texts)
         folders = [f'{k + 1:02d}_' + ''.join(c if c.isalnum() else '_' for c in text)[:40] for k, text in enumerate(texts)]

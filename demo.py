@@ -49,8 +49,7 @@ def main(args) -> None:
     model = load_inference_model(args, device)
     logger.info('%s: %d frames; segmenting %s on %s', args.video, len(source),
                 ', '.join(f'"{text}"' for text in args.text), device)
-    mask_logits = [segment_video(model, source, text, device, args.clip_len, args.short_side, args.amp)
-                   for text in args.text]
+    mask_logits = segment_video(model, source, args.text, device, args.clip_len, args.short_side, args.amp)
 
     with FrameWriter(args.output, fps=args.fps or source.fps or 10.0, names=source.names) as writer:
         for frames, masks in video_masks(source, mask_logits, args.clip_len, args.threshold):

@@ -1,7 +1,8 @@
-"""Running a trained BIFIT: the model of `--resume` ready for inference, one clip and one sentence through
-it, the query it chooses and that query's masks at the frame size, and a whole video segmented clip by
-clip; the sentences of whole videos segmented into mask folders in worker processes. Used by the inference
-scripts, the demo, the web demo and the evaluation of held-out clips (`engine.py`)."""
+"""Running a trained BIFIT: the model of `--resume` ready for inference, one clip and its sentences through it
+(the clip's visual part computed once for all of them), the query it chooses and that query's masks at the frame
+size, and a whole video segmented clip by clip; the sentences of whole videos segmented into mask folders in
+worker processes. Used by the inference scripts, the demo, the web demo and the evaluation of held-out clips
+(`engine.py`)."""
 import logging
 import time
 from functools import partial
@@ -42,18 +43,21 @@ def load_inference_model(args, device: torch.device, checkpoint: Optional[Dict] 
 
 
 @torch.no_grad()
-def predict_clip(model: nn.Module, clip: torch.Tensor, caption: str, device: torch.device,
-                 amp: bool = False) -> Dict[str, torch.Tensor]:
-    """Run the model on one clip `[T, 3, h, w]` and one sentence: `pred_logits [T, Q, K]`,
-    `pred_boxes [T, Q, 4]`, `pred_masks [T, Q, h/4, w/4]` (logits) and `reference_points [T, Q, 2]`,
-    in float32 on `device`."""
-    if not caption.strip():
+def predict_clip(model: nn.Module, clip: torch.Tensor, captions: Sequence[str], device: torch.device,
+                 amp: bool = False) -> List[Dict[str, torch.Tensor]]:
+    """Run the model on one clip `[T, 3, h, w]` for each sentence, the visual part once
+    (`forward_sentences`): per sentence `pred_logits [T, Q, K]`, `pred_boxes [T, Q, 4]`,
+    `pred_masks [T, Q, h/4, w/4]` (logits) and `reference_points [T, Q, 2]`, in float32 on `device`."""
+    if isinstance(captions, str):
+        raise TypeError('captions must be a list of strings')
+    if not all(caption.strip() for caption in captions):
         raise ValueError('empty expression: BIFIT needs a sentence that describes the object')
     clip = clip.to(device, non_blocking=True)
     size = torch.as_tensor(clip.shape[-2:], device=device)
     with autocast(device, amp):
-        outputs = model([clip], [caption], [{'size': size}])
-    return {k: outputs[k][0].float() for k in ('pred_logits', 'pred_boxes', 'pred_masks', 'reference_points')}
+        outputs = model.forward_sentences([clip], captions, [{'size': size}])
+    return [{k: o[k][0].float() for k in ('pred_logits', 'pred_boxes', 'pred_masks', 'reference_points')}
+            for o in outputs]
 
 
 def select_query(pred_logits: torch.Tensor) -> int:
@@ -76,14 +80,22 @@ def mask_probabilities(mask_logits: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(mask_logits[None], size=tuple(size), mode='bilinear', align_corners=False)[0].sigmoid()
 
 
-def predict_video(model: nn.Module, clip: torch.Tensor, text: str, device: torch.device,
-                  args) -> Dict[str, torch.Tensor]:
-    """The outputs of `predict_clip` for one sentence over a whole video `[T, 3, h, w]`, on the CPU, from
-    forward passes of `args.clip_len` frames (0: all at once)."""
+def predict_video(model: nn.Module, clip: torch.Tensor, texts: Sequence[str], device: torch.device,
+                  args) -> List[Dict[str, torch.Tensor]]:
+    """The outputs of `predict_clip` for each sentence over a whole video `[T, 3, h, w]`, on the CPU, from
+    forward passes of `args.clip_len` frames (0: all at once), each clip's visual part computed once for all
+    the sentences."""
     chunk = args.clip_len if args.clip_len > 0 else len(clip)
-    outputs = [predict_clip(model, clip[start:start + chunk], text, device, args.amp)
-               for start in range(0, len(clip), chunk)]
-    return {k: torch.cat([o[k].cpu() for o in outputs]) for k in outputs[0]}
+    per_clip = [[{k: v.cpu() for k, v in o.items()} for o in predict_clip(model, clip[start:start + chunk], texts,
+                                                                            device, args.amp)]
+                for start in range(0, len(clip), chunk)]
+    return join_clips(per_clip)
+
+
+def join_clips(per_clip: List[List[Dict[str, torch.Tensor]]]) -> List[Dict[str, torch.Tensor]]:
+    """The outputs of consecutive clips (per clip, one dict per sentence) joined along time, per sentence."""
+    return [{k: torch.cat([clip_outputs[s][k] for clip_outputs in per_clip]) for k in per_clip[0][s]}
+            for s in range(len(per_clip[0]))]
 
 
 def chosen_masks(outputs: Dict[str, torch.Tensor], frame_size, threshold: float,
@@ -101,25 +113,32 @@ def chosen_masks(outputs: Dict[str, torch.Tensor], frame_size, threshold: float,
             'points': (outputs['reference_points'][:, best] * scale[:2]).numpy()}
 
 
+def segment_video_expressions(model: nn.Module, device: torch.device, args, expressions: Sequence[Expression],
+                              frames_root: Path, score_threshold: Optional[float] = None) -> None:
+    """The masks of `expressions` (all of one video, frames in `<frames_root>/<video>/<frame>.jpg`) into
+    `<output_dir>/<split>/`, and with `args.visualize` their overlays into `<output_dir>/<split>_images/`;
+    each `--clip_len` clip's visual part is computed once for all of them."""
+    output = Path(args.output_dir) / args.split
+    names = expressions[0].frames
+    frames = [open_image(frames_root / expressions[0].video / f'{name}.jpg') for name in names]
+    clip = frames_to_clip(frames, args.short_side)
+    all_outputs = predict_video(model, clip, [expression.text for expression in expressions], device, args)
+    for expression, outputs in zip(expressions, all_outputs):
+        result = chosen_masks(outputs, (frames[0].height, frames[0].width), args.threshold, score_threshold)
+        write_masks(output, expression, result['masks'])
+        if args.visualize:
+            folder = Path(args.output_dir) / f'{args.split}_images' / expression.video / expression.exp_id
+            save_overlays(folder, frames, names, result)
+
+
 def segment_videos(device: torch.device, args, videos: List[List[Expression]], progress, frames_root: Path,
                    score_threshold: Optional[float] = None) -> None:
     """A worker of `segment_expressions`: every expression of `videos` (each a list of one video's
-    expressions, frames in `<frames_root>/<video>/<frame>.jpg`) into `<output_dir>/<split>/`, and with
-    `args.visualize` its overlays into `<output_dir>/<split>_images/`."""
+    expressions) through `segment_video_expressions`."""
     model = load_inference_model(args, device)
-    output = Path(args.output_dir) / args.split
     for expressions in videos:
-        names = expressions[0].frames
-        frames = [open_image(frames_root / expressions[0].video / f'{name}.jpg') for name in names]
-        clip = frames_to_clip(frames, args.short_side)
-        for expression in expressions:
-            outputs = predict_video(model, clip, expression.text, device, args)
-            result = chosen_masks(outputs, (frames[0].height, frames[0].width), args.threshold, score_threshold)
-            write_masks(output, expression, result['masks'])
-            if args.visualize:
-                folder = Path(args.output_dir) / f'{args.split}_images' / expression.video / expression.exp_id
-                save_overlays(folder, frames, names, result)
-            progress.put(1)
+        segment_video_expressions(model, device, args, expressions, frames_root, score_threshold)
+        progress.put(len(expressions))
 
 
 def segment_expressions(args, expressions: Sequence[Expression], frames_root: Path,
@@ -141,27 +160,31 @@ def segment_expressions(args, expressions: Sequence[Expression], frames_root: Pa
 
 
 @torch.no_grad()
-def segment_video(model: nn.Module, source: FrameSource, text: str, device: torch.device, clip_len: int,
-                  short_side: int, amp: bool = False, progress: Callable[[int], None] = None) -> torch.Tensor:
-    """The mask logits `[T, h/4, w/4]` (float16, on the CPU) of the query chosen over the whole video for
-    `text`, the video read and run in clips of `clip_len` frames (memory: the frames of one clip, and
-    2 bytes per query and mask pixel of the whole video); `progress(frames done)` after each clip."""
+def segment_video(model: nn.Module, source: FrameSource, texts: Sequence[str], device: torch.device, clip_len: int,
+                  short_side: int, amp: bool = False, progress: Callable[[int], None] = None) -> List[torch.Tensor]:
+    """For each sentence, the mask logits `[T, h/4, w/4]` (float16, on the CPU) of the query chosen over the
+    whole video, the video read and run in clips of `clip_len` frames, each clip's visual part computed once
+    for all the sentences (memory: the frames of one clip, and 2 bytes per sentence, query and mask pixel of
+    the whole video); `progress(frames done)` after each clip."""
     start = time.time()
-    outputs = []
+    per_clip = []
     done = 0
     for frames in source.chunks(clip_len):
-        clip_outputs = predict_clip(model, frames_to_clip(frames, short_side), text, device, amp)
-        outputs.append({k: v.cpu().half() if k == 'pred_masks' else v.cpu() for k, v in clip_outputs.items()})
+        clip_outputs = predict_clip(model, frames_to_clip(frames, short_side), texts, device, amp)
+        per_clip.append([{k: v.cpu().half() if k == 'pred_masks' else v.cpu() for k, v in o.items()}
+                         for o in clip_outputs])
         done += len(frames)
         if progress is not None:
             progress(done)
-    outputs = {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
-    query = select_query(outputs['pred_logits'])
-    scores = outputs['pred_logits'][:, query].sigmoid().max(-1)[0]
     seconds = time.time() - start
-    logger.info('"%s": %.1f s (%.2f frames/s); chosen query %d, mean score %.3f', text, seconds,
-                len(source) / seconds, query, scores.mean())
-    return outputs['pred_masks'][:, query]
+    logger.info('%d sentence(s): %.1f s (%.2f frames/s)', len(texts), seconds, len(source) / seconds)
+    mask_logits = []
+    for text, outputs in zip(texts, join_clips(per_clip)):
+        query = select_query(outputs['pred_logits'])
+        scores = outputs['pred_logits'][:, query].sigmoid().max(-1)[0]
+        logger.info('"%s": chosen query %d, mean score %.3f', text, query, scores.mean())
+        mask_logits.append(outputs['pred_masks'][:, query])
+    return mask_logits
 
 
 def video_masks(source: FrameSource, mask_logits: Sequence[torch.Tensor], clip_len: int,

@@ -51,15 +51,15 @@ def read_videos(args) -> Dict:
     return videos
 
 
-def object_probabilities(model, args, device, clip: torch.Tensor, text: str, frame_size) -> torch.Tensor:
-    """Mask probabilities `[T, H, W]` of one expression: clips of `--clip_len` frames, each with its own
-    best query."""
-    probabilities = []
+def expression_logits(model, args, device, clip: torch.Tensor, texts: List[str]) -> List[torch.Tensor]:
+    """Per expression, the mask logits `[T, h/4, w/4]` (on the CPU) of clips of `--clip_len` frames, each with
+    its own best query; each clip's visual part computed once for all the expressions."""
+    logits = [[] for _ in texts]
     for start in range(0, len(clip), args.clip_len):
-        outputs = predict_clip(model, clip[start:start + args.clip_len], text, device, args.amp)
-        query = select_query(outputs['pred_logits'])
-        probabilities.append(mask_probabilities(outputs['pred_masks'][:, query], frame_size).cpu())
-    return torch.cat(probabilities)
+        for per_expression, outputs in zip(logits, predict_clip(model, clip[start:start + args.clip_len], texts,
+                                                                device, args.amp)):
+            per_expression.append(outputs['pred_masks'][:, select_query(outputs['pred_logits'])].cpu())
+    return [torch.cat(per_expression) for per_expression in logits]
 
 
 def annotator_labels(objects: List[torch.Tensor]) -> np.ndarray:
@@ -80,11 +80,11 @@ def segment_video(model, args, device, video: str, meta: Dict, output: Path) -> 
     frames = [open_image(frames_folder / f'{name}.jpg') for name in meta['frames']]
     clip = frames_to_clip(frames, args.short_side)
     frame_size = (frames[0].height, frames[0].width)
-    expressions = list(meta['expressions'].values())
-    num_objects = len(expressions) // NUM_ANNOTATORS
+    logits = expression_logits(model, args, device, clip, [e['exp'] for e in meta['expressions'].values()])
+    num_objects = len(logits) // NUM_ANNOTATORS
     for annotator in range(NUM_ANNOTATORS):
-        objects = [object_probabilities(model, args, device, clip, expressions[obj * NUM_ANNOTATORS + annotator]['exp'],
-                                        frame_size) for obj in range(num_objects)]
+        objects = [mask_probabilities(logits[obj * NUM_ANNOTATORS + annotator], frame_size)
+                   for obj in range(num_objects)]
         labels = annotator_labels(objects)
         with atomic_folder(output / f'anno_{annotator}' / video) as folder:
             for index, frame_labels in enumerate(labels):

@@ -19,7 +19,9 @@ import inference_mevis
 import inference_ytvos
 import main as train_main
 from opts import parse_args as parse_with_config
-from tests.conftest import SMALL_MODEL, offline_flags, parse_args
+from tests.conftest import SMALL_MODEL, build_small, offline_flags, parse_args, random_clips
+from util.mask_folders import Expression, write_masks
+from util.video_io import frames_to_clip, open_image
 from util.visualize import OUTLINE_COLORS, captioned, contrasting_color, overlay, side_by_side
 
 
@@ -71,9 +73,85 @@ def test_ytvos_inference_resumes_where_it_stopped(synthetic_data, small_checkpoi
     real_predict = inference.predict_video
     monkeypatch.setattr(inference, 'predict_video', lambda *a, **k: calls.append(a[2]) or real_predict(*a, **k))
     inference_ytvos.main(args)
-    assert len(calls) == 1, 'only the missing expression is segmented again'
+    meta = read_meta(synthetic_data / 'ref-youtube-vos', 'valid')
+    assert calls == [[meta[removed.parent.name]['expressions'][removed.name]['exp']]], \
+        'only the missing expression is segmented again'
     assert removed.is_dir() and len(list(removed.glob('*.png'))) == len(list(written[0].glob('*.png')))
     assert not list(output.rglob('*.partial'))
+
+
+class CallCounter:
+    """Counts the calls of a module's forward (a forward hook)."""
+
+    def __init__(self, module: nn.Module):
+        self.calls = 0
+        module.register_forward_hook(self.count)
+
+    def count(self, *_) -> None:
+        self.calls += 1
+
+
+@torch.no_grad()
+def test_forward_sentences_equals_forward_per_sentence():
+    """The visual part computed once and the sentence-dependent rest run for each sentence: every output,
+    the auxiliary layers' included, exactly as `model([clip], [sentence], targets)`."""
+    model, _ = build_small()
+    model.eval()
+    clip, = random_clips(1, 3, [(64, 96)])
+    targets = [{'size': torch.tensor([64, 96])}]
+    captions = ['the person on the left', 'a dog running', 'the red car behind the tree at the end']
+    backbone = CallCounter(model.backbone)
+    shared = model.forward_sentences([clip], captions, targets)
+    assert backbone.calls == 1, 'the backbone runs once for all the sentences'
+    for caption, outputs in zip(captions, shared):
+        single = model([clip], [caption], targets)
+        assert set(outputs) == set(single)
+        for key in ('pred_logits', 'pred_boxes', 'pred_masks', 'reference_points'):
+            assert torch.equal(outputs[key], single[key]), (caption, key)
+        for layer, (a, b) in enumerate(zip(outputs['aux_outputs'], single['aux_outputs'])):
+            assert all(torch.equal(a[k], b[k]) for k in b), (caption, layer)
+    assert not torch.equal(shared[0]['pred_logits'], shared[1]['pred_logits']), 'the sentences matter'
+
+
+@pytest.mark.e2e
+def test_shared_visual_inference_writes_the_masks_of_the_per_expression_loop(synthetic_data, small_checkpoint,
+                                                                             tmp_path, monkeypatch):
+    """segment_expressions (each --clip_len clip of a video encoded once for its 3 sentences) writes the PNGs
+    that the loop running the whole network per sentence writes, byte for byte; the backbone runs once per clip."""
+    root = synthetic_data / 'ref-youtube-vos'
+    video = sorted(set(read_meta(root, 'valid')) - set(read_meta(root, 'test')))[0]
+    entry = read_meta(root, 'valid')[video]
+    texts = [e['exp'] for e in entry['expressions'].values()] + ['the object in the middle of the frame']
+    expressions = [Expression(video, str(k), text, entry['frames']) for k, text in enumerate(texts)]
+    args = ytvos_args(synthetic_data, small_checkpoint, tmp_path / 'shared', '--clip_len', '3')
+    counters = []
+    real_load = inference.load_inference_model
+
+    def load_counting(*a, **k):
+        model = real_load(*a, **k)
+        counters.append(CallCounter(model.backbone))
+        return model
+    monkeypatch.setattr(inference, 'load_inference_model', load_counting)
+    inference.segment_expressions(args, expressions, root / 'valid' / 'JPEGImages')
+    clips = -(-len(entry['frames']) // args.clip_len)
+    assert clips > 1 and [c.calls for c in counters] == [clips], 'one backbone pass per clip for all 3 sentences'
+
+    model = real_load(args, torch.device('cpu'))
+    frames = [open_image(root / 'valid' / 'JPEGImages' / video / f'{name}.jpg') for name in entry['frames']]
+    clip = frames_to_clip(frames, args.short_side)
+    per_expression = tmp_path / 'per_expression'
+    for expression in expressions:
+        outputs, = inference.predict_video(model, clip, [expression.text], torch.device('cpu'), args)
+        write_masks(per_expression, expression, inference.chosen_masks(outputs, (frames[0].height, frames[0].width),
+                                                                       args.threshold)['masks'])
+    files = sorted(p.relative_to(per_expression) for p in per_expression.rglob('*.png'))
+    assert len(files) == len(texts) * len(entry['frames'])
+    shared = tmp_path / 'shared' / 'valid'
+    assert files == sorted(p.relative_to(shared) for p in shared.rglob('*.png'))
+    for path in files:
+        assert (per_expression / path).read_bytes() == (shared / path).read_bytes(), path
+    masks = [np.array(Image.open(per_expression / path)) for path in files]
+    assert any(m.any() for m in masks) and not all(m.all() for m in masks), 'masks with content to compare'
 
 
 @pytest.mark.e2e
@@ -165,6 +243,9 @@ class FixedOutputs(nn.Module):
         return {'pred_logits': logits[None], 'pred_boxes': torch.full((1, t, 3, 4), 0.5),
                 'pred_masks': masks[None], 'reference_points': torch.full((1, t, 3, 2), 0.5)}
 
+    def forward_sentences(self, clips, captions, targets):
+        return [self(clips, [caption], targets) for caption in captions]
+
 
 @pytest.mark.parametrize('score_threshold, columns', [(None, [0]), (0.5, [0, 2]), (0.2, [0, 1, 2]), (0.95, [])])
 def test_mevis_query_selection(score_threshold, columns):
@@ -172,7 +253,7 @@ def test_mevis_query_selection(score_threshold, columns):
     here, exceeds the threshold."""
     args = argparse.Namespace(clip_len=1, amp=False, threshold=0.5)
     clip = torch.arange(2.0)[:, None, None, None].expand(2, 3, 16, 16)
-    outputs = inference.predict_video(FixedOutputs(), clip, 'two dogs', torch.device('cpu'), args)
+    outputs, = inference.predict_video(FixedOutputs(), clip, ['two dogs'], torch.device('cpu'), args)
     result = inference.chosen_masks(outputs, (4, 4), args.threshold, score_threshold)
     expected = np.zeros((2, 4, 4), bool)
     expected[:, :, columns] = True

@@ -113,9 +113,9 @@ def test_training_learns_to_follow_the_sentence(tmp_path_factory):
                                   'expressions')['videos'].items():
         frames = [open_image(root / 'valid' / 'JPEGImages' / video / f'{name}.jpg') for name in entry['frames']]
         clip = frames_to_clip(frames, args.short_side)
-        for exp_id, expression in entry['expressions'].items():
-            job = Expression(video, exp_id, expression['exp'], entry['frames'])
-            outputs = inference.predict_video(model, clip, job.text, device, args)
+        jobs = [Expression(video, exp_id, expression['exp'], entry['frames'])
+                for exp_id, expression in entry['expressions'].items()]
+        for job, outputs in zip(jobs, inference.predict_video(model, clip, [job.text for job in jobs], device, args)):
             result = inference.chosen_masks(outputs, (frames[0].height, frames[0].width), args.threshold)
             write_masks(output, job, result['masks'])
     summary, results = eval_rvos.evaluate(output, root, progress=False)

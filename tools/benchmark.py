@@ -1,4 +1,5 @@
-"""Speed and memory of BIFIT's forward pass and training step, against the straightforward formulation.
+"""Speed and memory of BIFIT's forward pass and training step, against the straightforward formulation;
+the throughput of dataset inference, against running the whole network per expression.
 
     python tools/benchmark.py                                  # default model, 5 frames 360x640, CPU, 2 threads
     python tools/benchmark.py --frames 24 --formulations fast --skip_training
@@ -27,15 +28,25 @@ outputs of the two warm-up passes must agree within the tolerances of the refere
 (logits, boxes, reference points 1e-4; mask logits 1e-4 of their largest magnitude): the exit
 status is 1 when they do not. The load average before and after is printed: the machine may be
 shared, so compare timings from one run.
+
+The dataset section (`--sections dataset`; both sections by default) times inference_ytvos.py's work on a
+synthetic Ref-YouTube-VOS set (`--dataset_videos` videos of `--frames` frames at `--height` x `--width`,
+`--dataset_expressions` expressions each; `--clip_len` frames per forward pass) in expressions per hour:
+each clip's visual part computed once for all the expressions of its video, against the whole network run
+per expression; the two alternate video by video and must write identical PNGs (exit status 1 otherwise).
+
+    python tools/benchmark.py --sections dataset --text_encoder /tmp/roberta_base_sized
 """
 import argparse
 import contextlib
+import copy
 import ctypes
 import gc
 import os
 import re
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -47,16 +58,21 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from inference import segment_video_expressions  # noqa: E402
 from models import build_model  # noqa: E402
 from models.ops import MSDeformAttn  # noqa: E402
 from models.text_encoder import TextEncoderUnavailable  # noqa: E402
 from opts import get_args_parser  # noqa: E402
+from tools import make_synthetic_data  # noqa: E402
 from tools.reference_formulation import reference_formulation  # noqa: E402
+from util.files import read_json  # noqa: E402
+from util.mask_folders import Expression  # noqa: E402
 from util.misc import nested_tensor_from_videos_list  # noqa: E402
 from util.precision import autocast, to_float32  # noqa: E402
 
 CAPTION = 'a man in a red shirt riding a bike on the left side of the road'
 FORMULATIONS = ('fast', 'reference')
+SECTIONS = ('clip', 'dataset')
 ATOL = 1e-4
 
 
@@ -72,6 +88,12 @@ def get_benchmark_parser() -> argparse.ArgumentParser:
     group.add_argument('--skip_training', action='store_true', help='time the forward pass only')
     group.add_argument('--formulations', default=list(FORMULATIONS), nargs='+', choices=FORMULATIONS)
     group.add_argument('--benchmark_seed', default=0, type=int, help='seed of the weights and the clip')
+    group.add_argument('--sections', default=list(SECTIONS), nargs='+', choices=SECTIONS,
+                       help='clip: forward pass and training step on one clip; dataset: dataset-inference throughput')
+    group.add_argument('--dataset_videos', default=2, type=int, help='videos of the synthetic Ref-YouTube-VOS set')
+    group.add_argument('--dataset_expressions', default=4, type=int, help='expressions per video')
+    group.add_argument('--clip_len', default=0, type=int,
+                       help='frames per forward pass of the dataset inference (0: whole videos, as inference_ytvos.py)')
     parser.set_defaults(with_box_refine=True, binary=True, freeze_text_encoder=True, backbone_pretrained='none',
                         device='cpu')
     return parser
@@ -237,13 +259,17 @@ def output_differences(ours: Dict, reference: Dict) -> Dict[str, tuple]:
     return differences
 
 
+def describe_device(device: torch.device, threads: int) -> str:
+    return f'{device.type}, {threads} threads' if device.type == 'cpu' else torch.cuda.get_device_name(device)
+
+
 def format_row(label: str, values: List[str], ratio: str = '') -> str:
     return f'{label:<34}' + ''.join(f'{v:>14}' for v in values) + f'{ratio:>12}'
 
 
 def report(runs: List[Formulation], args, differences: Optional[Dict[str, tuple]], loads: tuple) -> None:
     device = torch.device(args.device)
-    where = f'{device.type}, {args.threads} threads' if device.type == 'cpu' else torch.cuda.get_device_name(device)
+    where = describe_device(device, args.threads)
     precision = 'bfloat16 autocast' if args.amp and device.type == 'cuda' else 'float32'
     print(f'\nBIFIT {args.backbone}, {args.frames} frames {args.height}x{args.width}, one clip, {where}, {precision}; '
           f'load average {loads[0]:.2f} before, {loads[1]:.2f} after')
@@ -273,6 +299,67 @@ def report(runs: List[Formulation], args, differences: Optional[Dict[str, tuple]
                 print(f'  {name:<18} max |fast - reference| {difference:.2e} (tolerance {tolerance:.2e})')
 
 
+def synthetic_ytvos(out: Path, args) -> Path:
+    """A synthetic Ref-YouTube-VOS set under `out` (`--dataset_videos` validation videos of `--frames` frames
+    at `--height` x `--width`, `--dataset_expressions` expressions each): its root."""
+    flags = ['--out', str(out), '--benchmarks', 'ytvos', '--videos', str(args.dataset_videos), '--frames',
+             str(args.frames), '--height', str(args.height), '--width', str(args.width), '--ytvos_expressions',
+             str(args.dataset_expressions), '--seed', str(args.benchmark_seed)]
+    options = make_synthetic_data.get_parser().parse_args(flags)
+    make_synthetic_data.make(out, options.benchmarks, options)
+    return out / 'ref-youtube-vos'
+
+
+def dataset_inference(model: nn.Module, args) -> bool:
+    """Expressions per hour of inference_ytvos.py's work (frames read, masks chosen and written) on a synthetic
+    Ref-YouTube-VOS set, each clip's visual part computed once for all the expressions of a video (`encode
+    once`) against the whole network run per expression (`per expression`, the straightforward loop); the two
+    alternate video by video after a warm-up pass (one expression), and must write identical PNGs (False when
+    they do not)."""
+    device = torch.device(args.device)
+    loads = [os.getloadavg()[0]]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = synthetic_ytvos(Path(tmp) / 'data', args)
+        meta, test = (read_json(root / 'meta_expressions' / split / 'meta_expressions.json', 'meta file')['videos']
+                      for split in ('valid', 'test'))
+        videos = [[Expression(video, exp_id, e['exp'], meta[video]['frames'])
+                   for exp_id, e in meta[video]['expressions'].items()] for video in sorted(set(meta) - set(test))]
+        frames_root = root / 'valid' / 'JPEGImages'
+        ways = {'encode once': lambda run_args, expressions: segment_video_expressions(
+                    model, device, run_args, expressions, frames_root),
+                'per expression': lambda run_args, expressions: [segment_video_expressions(
+                    model, device, run_args, [expression], frames_root) for expression in expressions]}
+        outputs = {name: Path(tmp) / name.replace(' ', '_') for name in ways}
+        seconds = dict.fromkeys(ways, 0.0)
+        warm_up = copy.copy(args)
+        warm_up.output_dir, warm_up.split, warm_up.visualize = str(Path(tmp) / 'warm_up'), 'valid', False
+        ways['encode once'](warm_up, videos[0][:1])
+        for index, expressions in enumerate(videos):
+            for name in (list(ways) if index % 2 == 0 else list(ways)[::-1]):
+                run_args = copy.copy(args)
+                run_args.output_dir, run_args.split, run_args.visualize = str(outputs[name]), 'valid', False
+                seconds[name] += timed(lambda: ways[name](run_args, expressions), device)
+        once, each = (outputs[name] / 'valid' for name in ways)
+        files = {name: sorted(p.relative_to(folder) for p in folder.rglob('*.png'))
+                 for name, folder in zip(ways, (once, each))}
+        identical = files['encode once'] == files['per expression'] and all(
+            (once / path).read_bytes() == (each / path).read_bytes() for path in files['encode once'])
+    loads.append(os.getloadavg()[0])
+    expressions = sum(len(v) for v in videos)
+    where = describe_device(device, args.threads)
+    print(f'\nDataset inference, BIFIT {args.backbone}: synthetic Ref-YouTube-VOS, {len(videos)} videos x '
+          f'{args.dataset_expressions} expressions, {args.frames} frames {args.height}x{args.width}, '
+          f'--clip_len {args.clip_len}, {where}; load average {loads[0]:.2f} before, {loads[1]:.2f} after')
+    per_hour = [3600 * expressions / seconds[name] for name in ('per expression', 'encode once')]
+    print(format_row('', ['per expression', 'encode once'], 'speed-up'))
+    print(format_row('expressions/hour', [f'{v:,.0f}' for v in per_hour], f'{per_hour[1] / per_hour[0]:.2f}x'))
+    print(format_row('seconds/expression', [f'{seconds[n] / expressions:.1f}'
+                                            for n in ('per expression', 'encode once')]))
+    print(f'masks {"identical" if identical else "DIFFER"}: {len(files["encode once"])} and '
+          f'{len(files["per expression"])} PNGs')
+    return identical
+
+
 def main(argv=None) -> int:
     args = get_benchmark_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -283,6 +370,9 @@ def main(argv=None) -> int:
         raise SystemExit(f'--text_encoder {args.text_encoder}: not a local RoBERTa directory, and it cannot be '
                          'downloaded here; pass --text_encoder DIR, e.g. a stand-in of its size written by '
                          'python tools/make_tiny_text_encoder.py --out DIR --roberta_base_sized --no_weights') from None
+    masks_identical = 'dataset' not in args.sections or dataset_inference(model, args)
+    if 'clip' not in args.sections:
+        return 0 if masks_identical else 1
     video, target = synthetic_clip(args)
     runs = [Formulation(name, model, criterion, video, target, args) for name in args.formulations]
 
@@ -304,7 +394,7 @@ def main(argv=None) -> int:
     report(runs, args, differences, tuple(loads))
     if differences is not None and not all(d <= t for d, t in differences.values()):
         return 1
-    return 0
+    return 0 if masks_identical else 1
 
 
 if __name__ == '__main__':

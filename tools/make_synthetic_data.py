@@ -178,8 +178,9 @@ def make_ytvos(out: Path, rng: np.random.Generator, args) -> None:
         video, names = video_name(rng), [f'{5 * t:05d}' for t in range(n)]
         sprites = random_sprites(rng, 2, h, w, n)
         write_ytvos_video(out / 'valid', video, sprites, names, background(rng, h, w), masks=False)
-        entry = {'frames': names, 'expressions': {str(k): {'exp': describe(s, str(rng.choice(TEMPLATES)))}
-                                                  for k, s in enumerate(sprites)}}
+        entry = {'frames': names, 'expressions': {
+            str(k): {'exp': describe(sprites[k % len(sprites)], str(rng.choice(TEMPLATES)))}
+            for k in range(args.ytvos_expressions)}}
         expressions['valid'][video] = entry
         if v >= args.videos:
             expressions['test'][video] = entry
@@ -476,6 +477,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument('--frames', default=8, type=int, help='frames per video')
     parser.add_argument('--height', default=64, type=int)
     parser.add_argument('--width', default=96, type=int)
+    parser.add_argument('--ytvos_expressions', default=2, type=int,
+                        help='expressions per Ref-YouTube-VOS valid video (its 2 objects in turn, a template each)')
     parser.add_argument('--refshapes_train', default=64, type=int, help='Ref-Shapes training videos')
     parser.add_argument('--refshapes_valid', default=16, type=int, help='Ref-Shapes held-out videos')
     parser.add_argument('--refshapes_frames', default=8, type=int)
