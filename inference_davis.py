@@ -18,7 +18,7 @@ import torch
 
 import opts
 from inference import load_inference_model, mask_probabilities, predict_clip, select_query
-from util.files import atomic_folder, read_json
+from util.files import atomic_folder, output_lock, read_json
 from util.inference_workers import run_sharded, split_evenly
 from util.logger import setup_logging
 from util.video_io import frames_to_clip, open_image
