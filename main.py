@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from bisect import bisect_right
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -29,7 +30,7 @@ from models import build_model
 from util.checkpoint import (compare_state_dicts, load_checkpoint, load_model_weights, model_state_dict,
                              newest_checkpoint, read_checkpoint, save_training_checkpoint, tensor_bytes)
 from util.curves import TrainingCurves
-from util.files import remove_stale_temporaries, require_free_space
+from util.files import output_lock, remove_stale_temporaries, require_free_space
 from util.logger import setup_logging
 from util.misc import get_rank, init_distributed_mode, is_main_process
 
@@ -172,12 +173,20 @@ def seed_everything(seed: int) -> None:
 
 
 def main(args) -> Dict[str, float]:
-    """Train, or with `--eval` evaluate; returns the evaluation metrics (empty after training)."""
+    """Train, or with `--eval` evaluate; returns the evaluation metrics (empty after training). A training
+    holds the lock of its output folder (one training per folder)."""
     init_distributed_mode(args)
-    if args.output_dir and is_main_process():
+    owner = bool(args.output_dir) and is_main_process()
+    if owner:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    with output_lock(args.output_dir) if owner and not args.eval else nullcontext():
+        return train_or_evaluate(args, owner)
+
+
+def train_or_evaluate(args, owner: bool) -> Dict[str, float]:
+    """`main` once the process group is joined; `owner`: this process writes the output folder."""
     setup_logging(args.output_dir)
-    if args.output_dir and is_main_process():
+    if owner and not args.eval:
         for path in remove_stale_temporaries(args.output_dir):
             logger.info('removed %s, left by an interrupted save', path)
     resume, checkpoint = checkpoint_to_resume(args)
@@ -226,12 +235,12 @@ def main(args) -> Dict[str, float]:
     data_loader_train = build_data_loader(build_dataset('train', args), args, train=True)
     output_dir = Path(args.output_dir)
     curves = None
-    if args.output_dir and is_main_process() and not args.no_tensorboard:
+    if owner and not args.no_tensorboard:
         curves = TrainingCurves(args.output_dir)
     logger.info('training from epoch %d to %d; effective batch %d (%d processes x %d clips x %d accumulation steps)',
                 args.start_epoch, args.epochs, args.world_size * args.batch_size * args.grad_accum_steps,
                 args.world_size, args.batch_size, args.grad_accum_steps)
-    if args.output_dir and is_main_process():
+    if owner:
         require_free_space(args.output_dir, checkpoint_size(model_without_ddp))
     start_time = time.time()
     for epoch in range(args.start_epoch, args.epochs):
@@ -241,7 +250,7 @@ def main(args) -> Dict[str, float]:
                                       print_freq=args.print_freq, grad_accum_steps=args.grad_accum_steps,
                                       curves=curves)
         lr_scheduler.step()
-        if args.output_dir and is_main_process():
+        if owner:
             save_training_checkpoint(training_checkpoint(model_without_ddp, optimizer, lr_scheduler, epoch, args),
                                      args.output_dir, epoch)
         log_stats = {**{f'train_{k}': v for k, v in train_stats.items()}, 'epoch': epoch,
@@ -249,7 +258,7 @@ def main(args) -> Dict[str, float]:
         if evaluate:
             log_stats.update(evaluate_a2d(model, data_loader_val, postprocessors['segm'], device, gt_file,
                                           amp=args.amp))
-        if args.output_dir and is_main_process():
+        if owner:
             with (output_dir / 'log.txt').open('a') as f:
                 f.write(json.dumps(log_stats) + '\n')
         if curves is not None:

@@ -84,6 +84,13 @@ def test_inference_on_a_locked_output_folder_names_the_other_run(synthetic_data,
             inference_ytvos.main(ytvos_args(synthetic_data, small_checkpoint, output, '--no_zip'))
 
 
+def test_a_second_training_on_an_output_folder_stops_at_once(synthetic_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_main, 'build_model', lambda args: pytest.fail('no work while locked'))
+    with output_lock(tmp_path / 'run'):
+        with pytest.raises(RuntimeError, match=f'{tmp_path / "run"} is in use by another run'):
+            train_main.main(training_args(synthetic_data, tmp_path / 'run', 1))
+
+
 def sleeping_or_killed_worker(device, args, share, progress) -> None:
     """Share 'kill': the worker kills itself by SIGKILL after one unit of work; 'sleep': waits for ever."""
     progress.put(1)

@@ -83,6 +83,11 @@ def run_sharded(target: Callable, args, shares: Sequence, total: int, desc: str)
         for process in processes:
             if process.is_alive():
                 process.terminate()
+        for process in processes:
+            if process.pid is not None:
+                process.join(POLL_SECONDS * 10)
+            if process.is_alive():
+                process.kill()
         bar.close()
 
 
