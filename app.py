@@ -156,7 +156,7 @@ class Segmenter:
                 atomic_write(out / 'masks.zip', 'wb') as archive_file, \
                 zipfile.ZipFile(archive_file, 'w', zipfile.ZIP_STORED) as archive:
             for frames, masks in video_masks(source, mask_logits, self.args.clip_len, self.args.threshold):
-                for frame, frame_masks in zip(frames, masks.swapaxes(0, 1)):
+                for frame, frame_masks in zip(frames, masks):
                     writer.write(sentence_overlays(frame, frame_masks, texts))
                     name = next(names)
                     for k, mask in enumerate(frame_masks):

@@ -53,7 +53,7 @@ def main(args) -> None:
 
     with FrameWriter(args.output, fps=args.fps or source.fps or 10.0, names=source.names) as writer:
         for frames, masks in video_masks(source, mask_logits, args.clip_len, args.threshold):
-            for frame, frame_masks in zip(frames, masks.swapaxes(0, 1)):
+            for frame, frame_masks in zip(frames, masks):
                 writer.write(sentence_overlays(frame, frame_masks, args.text))
     print(f'overlay written to {Path(args.output).resolve()}')
 

@@ -18,6 +18,7 @@ from torch import nn
 from models import build_model
 from util.box_ops import box_cxcywh_to_xyxy
 from util.checkpoint import load_checkpoint, load_checkpoint_file
+from util.files import output_lock
 from util.inference_workers import run_sharded, split_evenly
 from util.mask_folders import Expression, is_written, save_overlays, write_masks
 from util.precision import autocast
@@ -98,19 +99,34 @@ def join_clips(per_clip: List[List[Dict[str, torch.Tensor]]]) -> List[Dict[str, 
             for s in range(len(per_clip[0]))]
 
 
-def chosen_masks(outputs: Dict[str, torch.Tensor], frame_size, threshold: float,
-                 score_threshold: Optional[float] = None) -> Dict[str, np.ndarray]:
+def masks_at_frame_sizes(mask_logits: torch.Tensor, sizes: Sequence[Tuple[int, int]],
+                         threshold: float) -> List[np.ndarray]:
+    """Mask logits `[T, h/4, w/4]` -> a bool mask `[H_t, W_t]` per frame at its own size `sizes[t]`
+    (probabilities above `threshold`; the frames of one size interpolated together)."""
+    masks: List[Optional[np.ndarray]] = [None] * len(sizes)
+    for size in set(sizes):
+        indices = [t for t, frame_size in enumerate(sizes) if frame_size == size]
+        for t, mask in zip(indices, (mask_probabilities(mask_logits[indices].float(), size) > threshold).numpy()):
+            masks[t] = mask
+    return masks
+
+
+def chosen_masks(outputs: Dict[str, torch.Tensor], frame_sizes, threshold: float,
+                 score_threshold: Optional[float] = None) -> Dict:
     """A sentence's result from its outputs over a whole video (the queries are chosen over all of it):
-    `masks [T, H, W]` (bool; the union of the queries of `select_queries`, probabilities above `threshold`),
-    and the box `[T, 4]` (x1, y1, x2, y2 pixels) and reference point `[T, 2]` (pixels) of the best query."""
+    `masks`, a bool mask `[H_t, W_t]` per frame at its own size (`frame_sizes`: one (H, W) for every frame,
+    or one per frame; the union of the queries of `select_queries`, probabilities above `threshold`), and the
+    box `[T, 4]` (x1, y1, x2, y2 pixels) and reference point `[T, 2]` (pixels) of the best query."""
+    num_frames = len(outputs['pred_logits'])
+    sizes = [tuple(frame_sizes)] * num_frames if np.ndim(frame_sizes) == 1 else [tuple(s) for s in frame_sizes]
     best = select_query(outputs['pred_logits'])
-    masks = np.zeros((len(outputs['pred_logits']), *frame_size), dtype=bool)
+    masks = [np.zeros(size, dtype=bool) for size in sizes]
     for query in select_queries(outputs['pred_logits'], score_threshold):
-        masks |= (mask_probabilities(outputs['pred_masks'][:, query], frame_size) > threshold).numpy()
-    h, w = frame_size
-    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+        masks = [union | mask for union, mask in
+                 zip(masks, masks_at_frame_sizes(outputs['pred_masks'][:, query], sizes, threshold))]
+    scale = torch.tensor([[w, h, w, h] for h, w in sizes], dtype=torch.float32)
     return {'masks': masks, 'boxes': (box_cxcywh_to_xyxy(outputs['pred_boxes'][:, best]) * scale).numpy(),
-            'points': (outputs['reference_points'][:, best] * scale[:2]).numpy()}
+            'points': (outputs['reference_points'][:, best] * scale[:, :2]).numpy()}
 
 
 def segment_video_expressions(model: nn.Module, device: torch.device, args, expressions: Sequence[Expression],
@@ -122,13 +138,13 @@ def segment_video_expressions(model: nn.Module, device: torch.device, args, expr
     names = expressions[0].frames
     frames = [open_image(frames_root / expressions[0].video / f'{name}.jpg') for name in names]
     clip = frames_to_clip(frames, args.short_side)
+    sizes = [(frame.height, frame.width) for frame in frames]
     all_outputs = predict_video(model, clip, [expression.text for expression in expressions], device, args)
     for expression, outputs in zip(expressions, all_outputs):
-        result = chosen_masks(outputs, (frames[0].height, frames[0].width), args.threshold, score_threshold)
+        result = chosen_masks(outputs, sizes, args.threshold, score_threshold)
         write_masks(output, expression, result['masks'])
         if args.visualize:
-            folder = Path(args.output_dir) / f'{args.split}_images' / expression.video / expression.exp_id
-            save_overlays(folder, frames, names, result)
+            save_overlays(overlay_folder(args), expression, frames, result)
 
 
 def segment_videos(device: torch.device, args, videos: List[List[Expression]], progress, frames_root: Path,
@@ -141,21 +157,28 @@ def segment_videos(device: torch.device, args, videos: List[List[Expression]], p
         progress.put(len(expressions))
 
 
+def overlay_folder(args) -> Optional[Path]:
+    """Where `--visualize` puts the overlays of the mask folders: `<output_dir>/<split>_images/` (None
+    without `--visualize`)."""
+    return Path(args.output_dir) / f'{args.split}_images' if args.visualize else None
+
+
 def segment_expressions(args, expressions: Sequence[Expression], frames_root: Path,
                         score_threshold: Optional[float] = None) -> None:
     """Masks of every expression not written yet into `<output_dir>/<split>/<video>/<exp_id>/<frame>.png`, the
     videos shared among `--ngpu` worker processes (see `chosen_masks` for `score_threshold`)."""
     output = Path(args.output_dir) / args.split
-    pending = [e for e in expressions if not is_written(output, e)]
-    logger.info('%d videos, %d expressions; %d already written, %d to do', len({e.video for e in expressions}),
-                len(expressions), len(expressions) - len(pending), len(pending))
-    start = time.time()
-    by_video: Dict[str, List[Expression]] = {}
-    for expression in pending:
-        by_video.setdefault(expression.video, []).append(expression)
-    if pending:
-        worker = partial(segment_videos, frames_root=Path(frames_root), score_threshold=score_threshold)
-        run_sharded(worker, args, split_evenly(list(by_video.values()), args.ngpu), len(pending), 'expressions')
+    with output_lock(args.output_dir):
+        pending = [e for e in expressions if not is_written(output, e, overlay_folder(args))]
+        logger.info('%d videos, %d expressions; %d already written, %d to do', len({e.video for e in expressions}),
+                    len(expressions), len(expressions) - len(pending), len(pending))
+        start = time.time()
+        by_video: Dict[str, List[Expression]] = {}
+        for expression in pending:
+            by_video.setdefault(expression.video, []).append(expression)
+        if pending:
+            worker = partial(segment_videos, frames_root=Path(frames_root), score_threshold=score_threshold)
+            run_sharded(worker, args, split_evenly(list(by_video.values()), args.ngpu), len(pending), 'expressions')
     logger.info('inference done in %.1f s; masks in %s', time.time() - start, output)
 
 
@@ -170,7 +193,7 @@ def segment_video(model: nn.Module, source: FrameSource, texts: Sequence[str], d
     per_clip = []
     done = 0
     for frames in source.chunks(clip_len):
-        clip_outputs = predict_clip(model, frames_to_clip(frames, short_side), texts, device, amp)
+        clip_outputs = predict_clip(model, frames_to_clip(frames, short_side, source.frame_size), texts, device, amp)
         per_clip.append([{k: v.cpu().half() if k == 'pred_masks' else v.cpu() for k, v in o.items()}
                          for o in clip_outputs])
         done += len(frames)
@@ -188,13 +211,13 @@ def segment_video(model: nn.Module, source: FrameSource, texts: Sequence[str], d
 
 
 def video_masks(source: FrameSource, mask_logits: Sequence[torch.Tensor], clip_len: int,
-                threshold: float) -> Iterator[Tuple[List[Image.Image], np.ndarray]]:
-    """The frames of `source`, `clip_len` at a time, with the masks of each sentence at the frame size:
-    `[S, t, H, W]` bool for the S mask logits `[T, h/4, w/4]` of `segment_video`."""
+                threshold: float) -> Iterator[Tuple[List[Image.Image], List[np.ndarray]]]:
+    """The frames of `source`, `clip_len` at a time, with the masks of each sentence at each frame's own size:
+    per frame `[S, H, W]` bool for the S mask logits `[T, h/4, w/4]` of `segment_video`."""
     covered = 0
     for frames in source.chunks(clip_len):
-        size = (frames[0].height, frames[0].width)
+        sizes = [(frame.height, frame.width) for frame in frames]
         indices = slice(covered, covered + len(frames))
-        masks = [mask_probabilities(logits[indices].float(), size) > threshold for logits in mask_logits]
-        yield frames, torch.stack(masks).numpy()
+        masks = [masks_at_frame_sizes(logits[indices], sizes, threshold) for logits in mask_logits]
+        yield frames, [np.stack(frame_masks) for frame_masks in zip(*masks)]
         covered += len(frames)

@@ -18,7 +18,7 @@ import torch
 
 import opts
 from inference import load_inference_model, mask_probabilities, predict_clip, select_query
-from util.files import atomic_folder, read_json
+from util.files import atomic_folder, output_lock, read_json
 from util.inference_workers import run_sharded, split_evenly
 from util.logger import setup_logging
 from util.video_io import frames_to_clip, open_image
@@ -106,11 +106,14 @@ def main(args) -> None:
     setup_logging()
     videos = read_videos(args)
     output = Path(args.output_dir) / args.split
-    pending = {v: m for v, m in sorted(videos.items()) if not video_done(output, v, len(m['frames']))}
-    logger.info('%d videos; %d already written, %d to do', len(videos), len(videos) - len(pending), len(pending))
-    start = time.time()
-    if pending:
-        run_sharded(segment_videos, args, split_evenly(list(pending.items()), args.ngpu), len(pending), 'videos')
+    with output_lock(args.output_dir):
+        pending = {v: m for v, m in sorted(videos.items()) if not video_done(output, v, len(m['frames']))}
+        logger.info('%d videos; %d already written, %d to do', len(videos), len(videos) - len(pending),
+                    len(pending))
+        start = time.time()
+        if pending:
+            run_sharded(segment_videos, args, split_evenly(list(pending.items()), args.ngpu), len(pending),
+                        'videos')
     logger.info('inference done in %.1f s; results in %s/anno_0..3 (evaluate with eval_davis.py '
                 '--results_path %s/anno_<a>)', time.time() - start, output, output)
 

@@ -12,8 +12,9 @@ import logging
 import random
 import time
 from bisect import bisect_right
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -27,8 +28,9 @@ from engine import evaluate_a2d, evaluate_mask_iou, train_one_epoch
 from inference import describe_model
 from models import build_model
 from util.checkpoint import (compare_state_dicts, load_checkpoint, load_model_weights, model_state_dict,
-                             read_checkpoint, save_checkpoint_atomic)
+                             newest_checkpoint, read_checkpoint, save_training_checkpoint, tensor_bytes)
 from util.curves import TrainingCurves
+from util.files import output_lock, remove_stale_temporaries, require_free_space
 from util.logger import setup_logging
 from util.misc import get_rank, init_distributed_mode, is_main_process
 
@@ -39,7 +41,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser('BIFIT training and evaluation', parents=[opts.get_args_parser()],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--no_auto_resume', action='store_true',
-                        help='(new) do not continue from <output_dir>/checkpoint.pth when it exists')
+                        help='(new) do not continue from the newest complete checkpoint of --output_dir '
+                             '(checkpoint.pth or checkpointNNNN.pth) when it has one')
     parser.add_argument('--print_freq', default=10, type=int, help='(new) iterations between log lines')
     parser.add_argument('--no_tensorboard', action='store_true',
                         help='(new) do not write TensorBoard curves (event files beside log.txt: loss terms, '
@@ -138,16 +141,29 @@ def finetuning_state_dict(model: nn.Module, path: str) -> Dict[str, torch.Tensor
     return state_dict
 
 
-def checkpoint_to_resume(args) -> str:
-    """`--resume`, or the last checkpoint of this output folder when an earlier run was interrupted."""
+def checkpoint_to_resume(args) -> Tuple[str, Optional[Dict]]:
+    """The checkpoint to continue from and its content (None: not read yet): `--resume`, or the newest
+    complete checkpoint of this output folder when an earlier run was interrupted."""
     if args.resume:
-        return args.resume
-    last = Path(args.output_dir) / 'checkpoint.pth'
-    if not args.no_auto_resume and not args.eval and last.exists():
-        logger.info('found %s: continuing that training (use --no_auto_resume or another --output_dir '
-                    'to start afresh)', last)
-        return str(last)
-    return ''
+        if not Path(args.resume).is_file():
+            newest, _ = newest_checkpoint(str(Path(args.resume).parent))
+            hint = f' (the newest complete checkpoint there is {newest})' if newest else ''
+            raise FileNotFoundError(f'--resume {args.resume}: no such checkpoint{hint}')
+        return args.resume, None
+    if args.no_auto_resume or args.eval or not args.output_dir:
+        return '', None
+    path, checkpoint = newest_checkpoint(args.output_dir)
+    if path is None:
+        return '', None
+    logger.info('found %s, the newest complete checkpoint of %s: continuing that training (use --no_auto_resume '
+                'or another --output_dir to start afresh)', path, args.output_dir)
+    return str(path), checkpoint
+
+
+def checkpoint_size(model: nn.Module) -> int:
+    """About the bytes of a training checkpoint of `model`: its state dict and AdamW's two moments per
+    trainable parameter."""
+    return tensor_bytes(model.state_dict()) + 2 * tensor_bytes([p for p in model.parameters() if p.requires_grad])
 
 
 def seed_everything(seed: int) -> None:
@@ -157,12 +173,23 @@ def seed_everything(seed: int) -> None:
 
 
 def main(args) -> Dict[str, float]:
-    """Train, or with `--eval` evaluate; returns the evaluation metrics (empty after training)."""
+    """Train, or with `--eval` evaluate; returns the evaluation metrics (empty after training). A training
+    holds the lock of its output folder (one training per folder)."""
     init_distributed_mode(args)
-    if args.output_dir and is_main_process():
+    owner = bool(args.output_dir) and is_main_process()
+    if owner:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    with output_lock(args.output_dir) if owner and not args.eval else nullcontext():
+        return train_or_evaluate(args, owner)
+
+
+def train_or_evaluate(args, owner: bool) -> Dict[str, float]:
+    """`main` once the process group is joined; `owner`: this process writes the output folder."""
     setup_logging(args.output_dir)
-    resume = checkpoint_to_resume(args)
+    if owner and not args.eval:
+        for path in remove_stale_temporaries(args.output_dir):
+            logger.info('removed %s, left by an interrupted save', path)
+    resume, checkpoint = checkpoint_to_resume(args)
     args.resume = resume
     logger.info('options: %s', json.dumps(vars(args), sort_keys=True))
     device = torch.device(args.device)
@@ -185,7 +212,7 @@ def main(args) -> Dict[str, float]:
                            source=args.pretrained_weights)
         logger.info('finetuning from %s', args.pretrained_weights)
     if resume:
-        checkpoint = read_checkpoint(resume)
+        checkpoint = checkpoint if checkpoint is not None else read_checkpoint(resume)
         load_checkpoint(model_without_ddp, checkpoint, resume, describe_model(args))
         if not args.eval and all(k in checkpoint for k in ('optimizer', 'lr_scheduler', 'epoch')):
             args.start_epoch = restore_training_state(checkpoint, optimizer, lr_scheduler, resume)
@@ -208,11 +235,13 @@ def main(args) -> Dict[str, float]:
     data_loader_train = build_data_loader(build_dataset('train', args), args, train=True)
     output_dir = Path(args.output_dir)
     curves = None
-    if args.output_dir and is_main_process() and not args.no_tensorboard:
+    if owner and not args.no_tensorboard:
         curves = TrainingCurves(args.output_dir)
     logger.info('training from epoch %d to %d; effective batch %d (%d processes x %d clips x %d accumulation steps)',
                 args.start_epoch, args.epochs, args.world_size * args.batch_size * args.grad_accum_steps,
                 args.world_size, args.batch_size, args.grad_accum_steps)
+    if owner:
+        require_free_space(args.output_dir, checkpoint_size(model_without_ddp))
     start_time = time.time()
     for epoch in range(args.start_epoch, args.epochs):
         set_epoch(data_loader_train, epoch)
@@ -221,16 +250,15 @@ def main(args) -> Dict[str, float]:
                                       print_freq=args.print_freq, grad_accum_steps=args.grad_accum_steps,
                                       curves=curves)
         lr_scheduler.step()
-        if args.output_dir and is_main_process():
-            checkpoint = training_checkpoint(model_without_ddp, optimizer, lr_scheduler, epoch, args)
-            save_checkpoint_atomic(checkpoint, str(output_dir / f'checkpoint{epoch:04}.pth'))
-            save_checkpoint_atomic(checkpoint, str(output_dir / 'checkpoint.pth'))
+        if owner:
+            save_training_checkpoint(training_checkpoint(model_without_ddp, optimizer, lr_scheduler, epoch, args),
+                                     args.output_dir, epoch)
         log_stats = {**{f'train_{k}': v for k, v in train_stats.items()}, 'epoch': epoch,
                      'n_parameters': n_parameters}
         if evaluate:
             log_stats.update(evaluate_a2d(model, data_loader_val, postprocessors['segm'], device, gt_file,
                                           amp=args.amp))
-        if args.output_dir and is_main_process():
+        if owner:
             with (output_dir / 'log.txt').open('a') as f:
                 f.write(json.dumps(log_stats) + '\n')
         if curves is not None:

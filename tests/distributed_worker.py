@@ -5,10 +5,15 @@ saves its weights after each experiment as `<out>/<experiment>_rank<r>.pt`.
 
     torchrun --nproc_per_node=2 -m tests.distributed_worker OUT [--experiments NAME ...]
 
+With `--wait`, a process joins the job, writes its pid to `<out>/rank<r>.pid` and waits (for the test that
+kills the launcher).
+
 `reproduce(...)` runs an experiment in this process with every batch of the job, accumulated: it must end
 with the same weights.
 """
 import argparse
+import os
+import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -58,11 +63,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('out', type=Path)
     parser.add_argument('--experiments', nargs='+', default=list(EXPERIMENTS), choices=list(EXPERIMENTS))
+    parser.add_argument('--wait', action='store_true', help='join the job, write <out>/rank<r>.pid and wait')
     options = parser.parse_args()
     torch.set_num_threads(1)
     args = argparse.Namespace(device='cpu', dist_url='env://')
     init_distributed_mode(args)
     assert args.distributed, 'run with torchrun'
+    if options.wait:
+        (options.out / f'rank{args.rank}.pid').write_text(str(os.getpid()))
+        while True:
+            time.sleep(1)
     for experiment in options.experiments:
         grad_accum_steps, steps, max_norm = EXPERIMENTS[experiment]
         model, criterion = build_without_dropout(seed=args.rank)  # DistributedDataParallel starts from rank 0's weights

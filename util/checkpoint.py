@@ -1,17 +1,25 @@
-"""Reading checkpoints (BIFIT's, and the pretrained weights of its parts) and loading them into a model, and
-writing checkpoints atomically."""
+"""Reading checkpoints (BIFIT's, and the pretrained weights of its parts) and loading them into a model,
+writing checkpoints atomically, and the training checkpoints of an output folder: `checkpoint.pth` written
+once per epoch, `checkpointNNNN.pth` a hard link to it, the newest complete one found to continue from."""
+import errno
 import logging
 import os
-from typing import Dict, List, Tuple
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from util.files import atomic_write
+from util.files import atomic_write, disk_short, link_or_copy, require_free_space
 
 logger = logging.getLogger(__name__)
 
 IGNORED_KEYS = ('text_encoder.embeddings.position_ids',)
+LAST_CHECKPOINT = 'checkpoint.pth'
+EPOCH_CHECKPOINT = re.compile(r'^checkpoint(\d{4,})\.pth$')
+# Room beyond the tensors for a checkpoint's pickled structure (the options, the optimizer's groups).
+CHECKPOINT_OVERHEAD = 2 ** 20
 
 
 def read_checkpoint(path: str) -> Dict:
@@ -102,3 +110,61 @@ def save_checkpoint_atomic(obj: Dict, path: str) -> None:
     """`torch.save` through `atomic_write`: a crash never leaves a truncated checkpoint at `path`."""
     with atomic_write(path, 'wb') as f:
         torch.save(obj, f)
+
+
+def tensor_bytes(obj: Any) -> int:
+    """The bytes of every tensor in `obj` (nested dicts, lists and tuples): about a checkpoint's file size."""
+    if isinstance(obj, Tensor):
+        return obj.nelement() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(value) for value in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(value) for value in obj)
+    return 0
+
+
+def save_training_checkpoint(checkpoint: Dict, folder: str, epoch: int) -> Path:
+    """`<folder>/checkpoint.pth`, written once (atomically) after a check of the free space, and
+    `<folder>/checkpoint<epoch:04>.pth` made from it without a second write (see `link_or_copy`)."""
+    folder = Path(folder)
+    size = tensor_bytes(checkpoint) + CHECKPOINT_OVERHEAD
+    require_free_space(folder, size)
+    last = folder / LAST_CHECKPOINT
+    try:
+        save_checkpoint_atomic(checkpoint, str(last))
+        link_or_copy(last, folder / f'checkpoint{epoch:04}.pth')
+    except (OSError, RuntimeError) as error:
+        if getattr(error, 'errno', None) == errno.ENOSPC:
+            raise disk_short(folder, size) from error
+        require_free_space(folder, size)  # a write that failed as the disk filled says so
+        raise
+    return last
+
+
+def newest_checkpoint(folder: str) -> Tuple[Optional[Path], Optional[Dict]]:
+    """The newest complete training checkpoint of `folder` and its content: `checkpoint.pth` or the
+    `checkpointNNNN.pth` of a later epoch, whichever reads back; (None, None) when there is none."""
+    folder = Path(folder)
+    numbered = sorted(((int(m.group(1)), folder / m.group(0)) for m in
+                       (EPOCH_CHECKPOINT.match(p.name) for p in folder.glob('checkpoint*.pth')) if m), reverse=True)
+    best: Tuple[Optional[Path], Optional[Dict]] = (None, None)
+    last = folder / LAST_CHECKPOINT
+    if last.is_file():
+        best = readable_checkpoint(last)
+    last_epoch = best[1].get('epoch', -1) if isinstance(best[1], dict) else -1
+    for epoch, path in numbered:
+        if epoch <= last_epoch:
+            break
+        candidate = readable_checkpoint(path)
+        if candidate[0] is not None:
+            return candidate
+    return best
+
+
+def readable_checkpoint(path: Path) -> Tuple[Optional[Path], Optional[Dict]]:
+    """(path, checkpoint) when `path` reads back as a checkpoint, else (None, None) with a warning."""
+    try:
+        return path, read_checkpoint(str(path))
+    except (OSError, RuntimeError) as error:
+        logger.warning('%s is not a complete checkpoint, passed over (%s)', path, error)
+        return None, None

@@ -1,13 +1,19 @@
 """Running inference over shards of a benchmark in `--ngpu` worker processes (one per GPU; on CPU
-the threads are split between them), with one progress bar; a worker that fails is reported and the
-others are stopped."""
+the threads are split between them), with one progress bar; a worker that fails, or dies without a word (killed), is reported with its exit
+code and the others are stopped; workers die with the parent, even when it is killed."""
 import os
+import queue as queues
 import traceback
 from typing import Callable, List, Sequence
 
 import torch
 import torch.multiprocessing as mp
 from tqdm import tqdm
+
+from util.processes import die_with_parent
+
+# How often the parent looks at its workers while it waits for their progress.
+POLL_SECONDS = 1.0
 
 
 def worker_device(rank: int, args) -> torch.device:
@@ -30,7 +36,9 @@ class _BarProgress:
             self.bar.update(message)
 
 
-def _worker(target: Callable, rank: int, args, share, progress) -> None:
+def _worker(target: Callable, rank: int, args, share, progress, parent: int = None) -> None:
+    if parent is not None:
+        die_with_parent(parent)
     try:
         device = worker_device(rank, args)
         target(device, args, share, progress)
@@ -52,22 +60,48 @@ def run_sharded(target: Callable, args, shares: Sequence, total: int, desc: str)
         return
     context = mp.get_context('spawn')
     queue = context.Queue()
-    processes = [context.Process(target=_worker, args=(target, rank, args, share, queue))
+    processes = [context.Process(target=_worker, args=(target, rank, args, share, queue, os.getpid()))
                  for rank, share in enumerate(shares)]
-    for process in processes:
-        process.start()
-    done = 0
-    while done < total:
-        message = queue.get()
-        if isinstance(message, str):
-            for process in processes:
+    try:
+        for process in processes:
+            process.start()
+        done = 0
+        while done < total:
+            try:
+                message = queue.get(timeout=POLL_SECONDS)
+            except queues.Empty:
+                check_workers(processes)
+                continue
+            if isinstance(message, str):
+                raise RuntimeError(message)
+            done += message
+            bar.update(message)
+        for process in processes:
+            process.join()
+        check_workers(processes, finished=True)
+    finally:
+        for process in processes:
+            if process.is_alive():
                 process.terminate()
-            raise RuntimeError(message)
-        done += message
-        bar.update(message)
-    for process in processes:
-        process.join()
-    bar.close()
+        for process in processes:
+            if process.pid is not None:
+                process.join(POLL_SECONDS * 10)
+            if process.is_alive():
+                process.kill()
+        bar.close()
+
+
+def check_workers(processes: Sequence, finished: bool = False) -> None:
+    """A RuntimeError naming the first worker that ended with a non-zero exit code (negative: killed by that
+    signal), or, unless `finished`, when all ended before reporting all their work."""
+    for rank, process in enumerate(processes):
+        if process.exitcode not in (None, 0):
+            signal = f' (killed by signal {-process.exitcode})' if process.exitcode < 0 else ''
+            raise RuntimeError(f'inference worker {rank} (pid {process.pid}) died with exit code '
+                               f'{process.exitcode}{signal}; the other workers were stopped; the same command '
+                               f'resumes the work')
+    if not finished and all(process.exitcode is not None for process in processes):
+        raise RuntimeError('the inference workers ended before reporting all their work')
 
 
 def split_evenly(items: List, num_shares: int) -> List[List]:

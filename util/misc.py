@@ -7,6 +7,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from util.processes import die_with_parent
+
 
 class NestedTensor:
     """A padded batch and its padding mask (True on padding).
@@ -95,11 +97,13 @@ def init_distributed_mode(args) -> None:
     environment (NCCL on CUDA, gloo on CPU); a single process otherwise.
 
     Sets `args.distributed`, `args.rank`, `args.world_size` and, on CUDA, `args.device` to this
-    process's GPU.
+    process's GPU. A process of a job dies with the launcher that started it (`torchrun` does not stop its
+    ranks when it is killed by SIGKILL).
     """
     if 'RANK' not in os.environ or 'WORLD_SIZE' not in os.environ:
         args.distributed, args.rank, args.world_size = False, 0, 1
         return
+    die_with_parent()
     args.distributed = True
     args.rank = int(os.environ['RANK'])
     args.world_size = int(os.environ['WORLD_SIZE'])

@@ -1,7 +1,7 @@
 """Reading frames (folders of images or video files) and writing results (mp4, gif, PNG folders)."""
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, List, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -23,10 +23,14 @@ def inference_transform(short_side: int = EVAL_SHORT_SIDE) -> T.Compose:
     return T.Compose([T.Resize(short_side), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
-def frames_to_clip(frames: Sequence[Image.Image], short_side: int = EVAL_SHORT_SIDE) -> Tensor:
-    """PIL frames -> the normalised clip `[T, 3, h, w]` the model takes, short side `short_side`."""
+def frames_to_clip(frames: Sequence[Image.Image], short_side: int = EVAL_SHORT_SIDE,
+                   size: Optional[Tuple[int, int]] = None) -> Tensor:
+    """PIL frames -> the normalised clip `[T, 3, h, w]` the model takes, short side `short_side`; a frame of
+    another size than `size` (W, H; default: the first frame's) is first resized to it (bilinear)."""
     transform = inference_transform(short_side)
-    return torch.stack([transform(frame) for frame in frames])
+    size = size or frames[0].size
+    return torch.stack([transform(frame if frame.size == size else frame.resize(size, Image.BILINEAR))
+                        for frame in frames])
 
 
 def open_image(path: Path) -> Image.Image:
@@ -38,7 +42,8 @@ def open_image(path: Path) -> Image.Image:
 
 
 class FrameSource:
-    """The frames of a video file or of a folder of images (sorted by name), read chunk by chunk."""
+    """The frames of a video file or of a folder of images (sorted by name), read chunk by chunk;
+    `frame_size`: the first frame's (W, H), which the network sees every frame at."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -61,6 +66,7 @@ class FrameSource:
                 raise RuntimeError(f'{self.path}: no frame could be decoded (is it a video file?)')
         else:
             raise FileNotFoundError(f'{self.path} does not exist (expected a video file or a folder of frames)')
+        self.frame_size = next(self.chunks(1))[0].size
 
     def _open_video(self) -> cv2.VideoCapture:
         capture = cv2.VideoCapture(str(self.path))
@@ -126,9 +132,14 @@ class FrameWriter:
         self.video = None
         self.container = None
         self.gif_frames: List[Image.Image] = []
+        self.size = None
         (self.path if self.kind == 'folder' else self.path.parent).mkdir(parents=True, exist_ok=True)
 
     def write(self, frame: Image.Image) -> None:
+        """Add `frame`; in a video or gif, a frame of another size than the first is resized to the first's."""
+        if self.kind != 'folder':
+            self.size = self.size or frame.size
+            frame = frame if frame.size == self.size else frame.resize(self.size, Image.BILINEAR)
         if self.kind == 'folder':
             name = self.names[self.count] if self.names else f'{self.count:05d}'
             frame.save(self.path / f'{name}.png')
