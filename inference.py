@@ -16,7 +16,8 @@ from torch import nn
 
 from models import build_model
 from util.box_ops import box_cxcywh_to_xyxy
-from util.checkpoint import load_checkpoint, load_checkpoint_file
+from util.checkpoint import load_checkpoint, load_checkpoint_file, model_state_dict, read_checkpoint
+from util.cli import UserError
 from util.inference_workers import run_sharded, split_evenly
 from util.mask_folders import Expression, is_written, save_overlays, write_masks
 from util.precision import autocast
@@ -41,6 +42,15 @@ def load_inference_model(args, device: torch.device, checkpoint: Optional[Dict] 
     return model.to(device).eval()
 
 
+def checked_checkpoint(args) -> Dict:
+    """The weights of `--resume`, read once and checked by loading them into a model on the CPU (a missing,
+    truncated, broken or misfitting checkpoint stops here, before any worker starts): `model` and `epoch`,
+    for `load_inference_model`."""
+    checkpoint = read_checkpoint(args.resume)
+    load_inference_model(args, torch.device('cpu'), checkpoint)
+    return {'model': model_state_dict(checkpoint), 'epoch': checkpoint.get('epoch')}
+
+
 @torch.no_grad()
 def predict_clip(model: nn.Module, clip: torch.Tensor, caption: str, device: torch.device,
                  amp: bool = False) -> Dict[str, torch.Tensor]:
@@ -54,6 +64,11 @@ def predict_clip(model: nn.Module, clip: torch.Tensor, caption: str, device: tor
     with autocast(device, amp):
         outputs = model([clip], [caption], [{'size': size}])
     return {k: outputs[k][0].float() for k in ('pred_logits', 'pred_boxes', 'pred_masks', 'reference_points')}
+
+
+def finite(outputs: Dict[str, torch.Tensor]) -> bool:
+    """Whether the class logits and masks of `outputs` are all finite (a NaN would silently give empty masks)."""
+    return all(bool(torch.isfinite(outputs[k]).all()) for k in ('pred_logits', 'pred_masks'))
 
 
 def select_query(pred_logits: torch.Tensor) -> int:
@@ -102,11 +117,12 @@ def chosen_masks(outputs: Dict[str, torch.Tensor], frame_size, threshold: float,
 
 
 def segment_videos(device: torch.device, args, videos: List[List[Expression]], progress, frames_root: Path,
-                   score_threshold: Optional[float] = None) -> None:
+                   score_threshold: Optional[float] = None, checkpoint: Optional[Dict] = None) -> None:
     """A worker of `segment_expressions`: every expression of `videos` (each a list of one video's
     expressions, frames in `<frames_root>/<video>/<frame>.jpg`) into `<output_dir>/<split>/`, and with
-    `args.visualize` its overlays into `<output_dir>/<split>_images/`."""
-    model = load_inference_model(args, device)
+    `args.visualize` its overlays into `<output_dir>/<split>_images/`, with the weights of `checkpoint` (read
+    from `--resume`). An expression whose outputs are not finite gets a warning and no masks."""
+    model = load_inference_model(args, device, checkpoint)
     output = Path(args.output_dir) / args.split
     for expressions in videos:
         names = expressions[0].frames
@@ -114,12 +130,30 @@ def segment_videos(device: torch.device, args, videos: List[List[Expression]], p
         clip = frames_to_clip(frames, args.short_side)
         for expression in expressions:
             outputs = predict_video(model, clip, expression.text, device, args)
+            if not finite(outputs):
+                logger.warning('NON-FINITE OUTPUTS for video %s, expression %s ("%s"): no masks written',
+                               expression.video, expression.exp_id, expression.text)
+                progress.put(1)
+                continue
             result = chosen_masks(outputs, (frames[0].height, frames[0].width), args.threshold, score_threshold)
             write_masks(output, expression, result['masks'])
             if args.visualize:
                 folder = Path(args.output_dir) / f'{args.split}_images' / expression.video / expression.exp_id
                 save_overlays(folder, frames, names, result)
             progress.put(1)
+
+
+def check_frames(expressions: Sequence[Expression], frames_root: Path) -> None:
+    """A UserError naming the first frame of `expressions` missing from `<frames_root>/<video>/<frame>.jpg`."""
+    for expression in expressions:
+        folder = frames_root / expression.video
+        if not folder.is_dir():
+            raise UserError(f'frames of video {expression.video} not found: expected the folder {folder} of '
+                            f'<frame>.jpg files (see data.md)')
+        for name in expression.frames:
+            if not (folder / f'{name}.jpg').is_file():
+                raise UserError(f'frame {name} of video {expression.video} not found: expected '
+                                f'{folder / name}.jpg, as the meta file lists it (see data.md)')
 
 
 def segment_expressions(args, expressions: Sequence[Expression], frames_root: Path,
@@ -135,8 +169,15 @@ def segment_expressions(args, expressions: Sequence[Expression], frames_root: Pa
     for expression in pending:
         by_video.setdefault(expression.video, []).append(expression)
     if pending:
-        worker = partial(segment_videos, frames_root=Path(frames_root), score_threshold=score_threshold)
+        check_frames(pending, Path(frames_root))
+        worker = partial(segment_videos, frames_root=Path(frames_root), score_threshold=score_threshold,
+                         checkpoint=checked_checkpoint(args))
         run_sharded(worker, args, split_evenly(list(by_video.values()), args.ngpu), len(pending), 'expressions')
+    missing = [e for e in pending if not is_written(output, e)]
+    if missing:
+        raise UserError(f'{len(missing)} of {len(pending)} expressions gave NaN or infinite outputs and have no masks '
+                        f'(e.g. video {missing[0].video}, expression {missing[0].exp_id}): is the checkpoint '
+                        f'broken, or --amp overflowing?')
     logger.info('inference done in %.1f s; masks in %s', time.time() - start, output)
 
 
@@ -156,6 +197,9 @@ def segment_video(model: nn.Module, source: FrameSource, text: str, device: torc
         if progress is not None:
             progress(done)
     outputs = {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
+    if not finite(outputs):
+        raise UserError(f'{source.path}, "{text}": the model gave NaN or infinite outputs: is the checkpoint '
+                        f'broken, or --amp overflowing?')
     query = select_query(outputs['pred_logits'])
     scores = outputs['pred_logits'][:, query].sigmoid().max(-1)[0]
     seconds = time.time() - start

@@ -10,14 +10,17 @@ Writes `<output_dir>/valid/anno_<a>/<video>/<frame:05d>.png`; a re-run skips fin
 import argparse
 import logging
 import time
+from functools import partial
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 
 import opts
-from inference import load_inference_model, mask_probabilities, predict_clip, select_query
+from inference import (checked_checkpoint, finite, load_inference_model, mask_probabilities, predict_clip,
+                       select_query)
+from util.cli import UserError, run
 from util.files import atomic_folder, read_json
 from util.inference_workers import run_sharded, split_evenly
 from util.logger import setup_logging
@@ -31,8 +34,7 @@ BACKGROUND_SCORE = 0.1
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser('Ref-DAVIS17 inference', parents=[opts.get_args_parser()],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = opts.inference_parser('Ref-DAVIS17 inference')
     parser.add_argument('--clip_len', default=CLIP_LEN, type=int,
                         help='frames per clip; each clip chooses its own query (the protocol: 24)')
     return parser
@@ -43,20 +45,22 @@ def read_videos(args) -> Dict:
     videos = read_json(path, 'meta file', 'run tools/convert_davis_to_ytvos.py first, see data.md')['videos']
     for video, meta in videos.items():
         if len(meta['expressions']) % NUM_ANNOTATORS:
-            raise ValueError(f'{path}: video {video} has {len(meta["expressions"])} expressions, not 4 per object '
+            raise UserError(f'{path}: video {video} has {len(meta["expressions"])} expressions, not 4 per object '
                              f'(exp_id = object * 4 + annotator)')
         for exp_id, expression in meta['expressions'].items():
             if not expression['exp'].strip():
-                raise ValueError(f'{path}: empty expression {exp_id} of video {video}')
+                raise UserError(f'{path}: empty expression {exp_id} of video {video}')
     return videos
 
 
-def object_probabilities(model, args, device, clip: torch.Tensor, text: str, frame_size) -> torch.Tensor:
+def object_probabilities(model, args, device, clip: torch.Tensor, text: str, frame_size) -> Optional[torch.Tensor]:
     """Mask probabilities `[T, H, W]` of one expression: clips of `--clip_len` frames, each with its own
-    best query."""
+    best query; None when the outputs are not finite."""
     probabilities = []
     for start in range(0, len(clip), args.clip_len):
         outputs = predict_clip(model, clip[start:start + args.clip_len], text, device, args.amp)
+        if not finite(outputs):
+            return None
         query = select_query(outputs['pred_logits'])
         probabilities.append(mask_probabilities(outputs['pred_masks'][:, query], frame_size).cpu())
     return torch.cat(probabilities)
@@ -83,17 +87,21 @@ def segment_video(model, args, device, video: str, meta: Dict, output: Path) -> 
     expressions = list(meta['expressions'].values())
     num_objects = len(expressions) // NUM_ANNOTATORS
     for annotator in range(NUM_ANNOTATORS):
-        objects = [object_probabilities(model, args, device, clip, expressions[obj * NUM_ANNOTATORS + annotator]['exp'],
-                                        frame_size) for obj in range(num_objects)]
+        texts = [expressions[obj * NUM_ANNOTATORS + annotator]['exp'] for obj in range(num_objects)]
+        objects = [object_probabilities(model, args, device, clip, text, frame_size) for text in texts]
+        if any(probabilities is None for probabilities in objects):
+            bad = texts[[probabilities is None for probabilities in objects].index(True)]
+            logger.warning('NON-FINITE OUTPUTS for video %s, expression "%s": no masks written', video, bad)
+            return
         labels = annotator_labels(objects)
         with atomic_folder(output / f'anno_{annotator}' / video) as folder:
             for index, frame_labels in enumerate(labels):
                 label_image(frame_labels).save(folder / f'{index:05d}.png')
 
 
-def segment_videos(device, args, videos: List, progress) -> None:
-    """Segment `videos` (pairs of name and meta) for every annotator."""
-    model = load_inference_model(args, device)
+def segment_videos(device, args, videos: List, progress, checkpoint: Optional[Dict] = None) -> None:
+    """Segment `videos` (pairs of name and meta) for every annotator, with the weights of `checkpoint`."""
+    model = load_inference_model(args, device, checkpoint)
     output = Path(args.output_dir) / args.split
     for video, meta in videos:
         segment_video(model, args, device, video, meta, output)
@@ -110,10 +118,15 @@ def main(args) -> None:
     logger.info('%d videos; %d already written, %d to do', len(videos), len(videos) - len(pending), len(pending))
     start = time.time()
     if pending:
-        run_sharded(segment_videos, args, split_evenly(list(pending.items()), args.ngpu), len(pending), 'videos')
+        worker = partial(segment_videos, checkpoint=checked_checkpoint(args))
+        run_sharded(worker, args, split_evenly(list(pending.items()), args.ngpu), len(pending), 'videos')
+        failed = [v for v, m in pending.items() if not video_done(output, v, len(m['frames']))]
+        if failed:
+            raise UserError(f'{len(failed)} of {len(pending)} videos gave NaN or infinite outputs and have no masks '
+                            f'(e.g. {failed[0]}): is the checkpoint broken, or --amp overflowing?')
     logger.info('inference done in %.1f s; results in %s/anno_0..3 (evaluate with eval_davis.py '
                 '--results_path %s/anno_<a>)', time.time() - start, output, output)
 
 
 if __name__ == '__main__':
-    main(opts.parse_args(get_parser()))
+    run(main, partial(opts.parse_args, get_parser()))

@@ -11,6 +11,7 @@ import json
 import logging
 import random
 import time
+from functools import partial
 from bisect import bisect_right
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -28,6 +29,7 @@ from inference import describe_model
 from models import build_model
 from util.checkpoint import (compare_state_dicts, load_checkpoint, load_model_weights, model_state_dict,
                              read_checkpoint, save_checkpoint_atomic)
+from util.cli import ArgumentParser, run
 from util.curves import TrainingCurves
 from util.logger import setup_logging
 from util.misc import get_rank, init_distributed_mode, is_main_process
@@ -36,7 +38,7 @@ logger = logging.getLogger('bifit')
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser('BIFIT training and evaluation', parents=[opts.get_args_parser()],
+    parser = ArgumentParser('BIFIT training and evaluation', parents=[opts.get_args_parser()],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--no_auto_resume', action='store_true',
                         help='(new) do not continue from <output_dir>/checkpoint.pth when it exists')
@@ -242,4 +244,4 @@ def main(args) -> Dict[str, float]:
 
 
 if __name__ == '__main__':
-    main(opts.parse_args(get_parser()))
+    run(main, partial(opts.parse_args, get_parser()))

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator, Union
 
+from util.cli import DiskFullError, disk_full
+
 PathLike = Union[str, os.PathLike]
 
 
@@ -28,8 +30,10 @@ def atomic_write(path: PathLike, mode: str = 'w', **open_kwargs) -> Iterator[IO]
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        if disk_full(error) is not None:
+            raise DiskFullError(path) from error
         raise
 
 

@@ -141,7 +141,8 @@ class FrameWriter:
                 fourcc = cv2.VideoWriter_fourcc(*('mp4v' if self.path.suffix.lower() == '.mp4' else 'MJPG'))
                 self.video = cv2.VideoWriter(str(self.path), fourcc, self.fps, frame.size)
                 if not self.video.isOpened():
-                    raise RuntimeError(f'OpenCV cannot write {self.path}; use a .gif or a folder instead')
+                    raise RuntimeError(f'OpenCV cannot write {self.path}: it has no {self.path.suffix} encoder here '
+                                       f'(write a .gif or a folder of PNGs, or install PyAV: requirements-app.txt)')
             self.video.write(cv2.cvtColor(np.asarray(frame.convert('RGB')), cv2.COLOR_RGB2BGR))
         self.count += 1
 
