@@ -233,7 +233,7 @@ def with_recipe(parser: argparse.ArgumentParser, argv: Optional[List[str]] = Non
     recipe = read_config(known.config)
     unknown = [word for word in recipe if word.startswith('-') and word.split('=')[0] not in parser._option_string_actions]
     if unknown:
-        raise UserError(f'--config {known.config}: unknown flag {unknown[0]} (see {parser.prog.split()[0]} --help)')
+        raise UserError(f'--config {known.config}: unknown flag {unknown[0]} (see --help)')
     return recipe + argv
 
 
@@ -259,17 +259,19 @@ def checkpoint_options(parser: argparse.ArgumentParser) -> List[str]:
 
 
 TRAINING_GROUPS = ('optimisation', 'loss')
+TRAINING_OPTIONS = ('num_frames', 'coco_path', 'a2d_path', 'jhmdb_path', 'max_skip', 'max_size', 'photometric',
+                    'remove_difficult', 'start_epoch', 'eval', 'num_workers', 'world_size', 'dist_url', 'cache_mode')
 
 
 def inference_parser(prog: str) -> ArgumentParser:
     """The options of a script that runs a trained model: every script's, with those of training
-    (the groups of TRAINING_GROUPS) accepted but left out of --help."""
+    (the groups of TRAINING_GROUPS and TRAINING_OPTIONS) accepted but left out of --help."""
     parser = ArgumentParser(prog, parents=[get_args_parser()], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                             epilog='The training options (learning rates, losses) are accepted and ignored; '
                                    'see main.py --help.')
     for group in parser._action_groups:
-        if group.title in TRAINING_GROUPS:
-            for action in group._group_actions:
+        for action in group._group_actions:
+            if group.title in TRAINING_GROUPS or action.dest in TRAINING_OPTIONS:
                 action.help = argparse.SUPPRESS
     return parser
 

@@ -52,6 +52,7 @@ from models.ops import MSDeformAttn  # noqa: E402
 from models.text_encoder import TextEncoderUnavailable  # noqa: E402
 from opts import get_args_parser  # noqa: E402
 from tools.reference_formulation import reference_formulation  # noqa: E402
+from util.cli import run  # noqa: E402
 from util.misc import nested_tensor_from_videos_list  # noqa: E402
 from util.precision import autocast, to_float32  # noqa: E402
 
@@ -308,4 +309,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run(main, list)

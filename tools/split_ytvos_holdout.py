@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from util.cli import run  # noqa: E402
 from util.files import atomic_write, read_json, require, write_json  # noqa: E402
 
 MARKER = '.holdout_split.json'
@@ -110,8 +111,8 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main() -> None:
-    args = get_parser().parse_args()
+def main(argv=None) -> None:
+    args = get_parser().parse_args(argv)
     if args.out.resolve() == args.ytvos_path.resolve():
         sys.exit('split_ytvos_holdout.py: error: --out must be another folder than --ytvos_path')
     try:
@@ -124,4 +125,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run(main, list)

@@ -10,6 +10,8 @@ import torchvision.transforms as T
 from PIL import Image
 from torch import Tensor
 
+from util.cli import UserError
+
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 # The evaluation protocol: frames resized to this short side, then normalised with ImageNet's mean and std
 # (as the backbones' pretraining; the training transforms normalise alike).
@@ -34,7 +36,7 @@ def open_image(path: Path) -> Image.Image:
         with Image.open(path) as image:
             return image.convert('RGB')
     except OSError as error:
-        raise RuntimeError(f'cannot read the image {path} ({error})') from error
+        raise UserError(f'cannot read the image {path} ({error})') from error
 
 
 class FrameSource:
@@ -45,7 +47,7 @@ class FrameSource:
         if self.path.is_dir():
             self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
             if not self.files:
-                raise RuntimeError(f'{self.path} holds no images ({", ".join(IMAGE_EXTENSIONS)})')
+                raise UserError(f'{self.path} holds no images ({", ".join(IMAGE_EXTENSIONS)})')
             self.fps = None
             self.num_frames = len(self.files)
         elif self.path.is_file():
@@ -58,14 +60,14 @@ class FrameSource:
                 self.num_frames += 1
             capture.release()
             if self.num_frames == 0:
-                raise RuntimeError(f'{self.path}: no frame could be decoded (is it a video file?)')
+                raise UserError(f'{self.path}: no frame could be decoded (is it a video file?)')
         else:
             raise FileNotFoundError(f'{self.path} does not exist (expected a video file or a folder of frames)')
 
     def _open_video(self) -> cv2.VideoCapture:
         capture = cv2.VideoCapture(str(self.path))
         if not capture.isOpened():
-            raise RuntimeError(f'{self.path} cannot be decoded as a video (OpenCV could not open it)')
+            raise UserError(f'{self.path} cannot be decoded as a video (OpenCV could not open it)')
         return capture
 
     def __len__(self) -> int:
