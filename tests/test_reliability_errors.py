@@ -23,6 +23,7 @@ from models import text_encoder
 from tests.conftest import ROOT, SMALL_MODEL, build_small, offline_flags
 from util import cli
 from util.checkpoint import save_checkpoint_atomic
+from util.logger import setup_logging
 
 
 def run_command(module, capsys, *flags):
@@ -79,7 +80,7 @@ def test_nan_weights_stop_the_demo(nan_checkpoint, tmp_path, capsys):
 
 @pytest.mark.e2e
 def test_nan_outputs_warn_and_fail_without_a_submission(synthetic_data, small_checkpoint, tmp_path, capsys,
-                                                        monkeypatch, caplog):
+                                                        monkeypatch):
     real = inference.predict_video
 
     def nan_for_the_first(model, clip, text, device, args):
@@ -88,16 +89,19 @@ def test_nan_outputs_warn_and_fail_without_a_submission(synthetic_data, small_ch
             outputs['pred_masks'] = torch.full_like(outputs['pred_masks'], float('nan'))
         return outputs
 
+    setup_logging()  # to this test's captured stdout
     expressions = inference_ytvos.expressions_to_segment(
-        inference_ytvos.get_parser().parse_args(ytvos_flags(synthetic_data, small_checkpoint, tmp_path)))
+        inference_ytvos.get_parser().parse_args(ytvos_flags(synthetic_data, small_checkpoint, tmp_path, '--no_zip')))
     first_text = expressions[0].text
     monkeypatch.setattr(inference, 'predict_video', nan_for_the_first)
-    with caplog.at_level(logging.WARNING, logger='bifit'):
-        status, err = run_command(inference_ytvos, capsys, *ytvos_flags(synthetic_data, small_checkpoint, tmp_path))
-    assert status == 1 and 'Traceback' not in err
-    assert 'error: ' in err and 'NaN or infinite outputs' in err.splitlines()[-1]
-    warnings = [r.getMessage() for r in caplog.records if 'NON-FINITE' in r.getMessage()]
-    assert warnings and expressions[0].video in warnings[0] and first_text in warnings[0]
+    argv = [*SMALL_MODEL, *offline_flags(), '--short_side', '96', *ytvos_flags(synthetic_data, small_checkpoint, tmp_path)]
+    with pytest.raises(SystemExit) as ended:
+        cli.run(inference_ytvos.main, partial(opts.parse_args, inference_ytvos.get_parser()), argv)
+    captured = capsys.readouterr()
+    assert ended.value.code == 1 and 'Traceback' not in captured.err
+    assert captured.err.splitlines()[-1].startswith('error: 1 of ') and 'NaN or infinite outputs' in captured.err
+    warnings = [line for line in captured.out.splitlines() if 'NON-FINITE' in line]
+    assert len(warnings) == 1 and expressions[0].video in warnings[0] and first_text in warnings[0]
     assert not (tmp_path / 'submission.zip').exists(), 'no ready-to-upload zip of a broken run'
     assert (tmp_path / 'valid' / expressions[-1].video / expressions[-1].exp_id).is_dir(), 'the others are written'
 
@@ -192,7 +196,7 @@ def test_disk_full_is_said_as_disk_full_naming_the_file(tmp_path, monkeypatch, c
 def test_debug_shows_the_traceback(small_checkpoint, tmp_path, monkeypatch):
     parse = partial(opts.parse_args, inference_ytvos.get_parser())
     argv = [*SMALL_MODEL, *offline_flags(), '--resume', str(tmp_path / 'missing.pth'), '--output_dir', str(tmp_path)]
-    with pytest.raises(FileNotFoundError, match='checkpoint not found'):
+    with pytest.raises(cli.UserError, match='holds no images'):
         cli.run(demo.main, partial(opts.parse_args, demo.get_parser()),
                 [*argv, '--video', str(tmp_path), '--text', 'x', '--debug'])
     monkeypatch.setenv(cli.DEBUG_VARIABLE, '1')
