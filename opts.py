@@ -143,16 +143,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group('loss')
     group.add_argument('--no_aux_loss', dest='aux_loss', action='store_false',
                        help='no losses on the intermediate decoder layers')
-    group.add_argument('--set_cost_class', default=2, type=non_negative_float, help='weight of the class term in the matching cost')
-    group.add_argument('--set_cost_bbox', default=5, type=non_negative_float, help='weight of the bbox term in the matching cost')
-    group.add_argument('--set_cost_giou', default=2, type=non_negative_float, help='weight of the giou term in the matching cost')
-    group.add_argument('--set_cost_mask', default=2, type=non_negative_float, help='weight of the mask term in the matching cost')
-    group.add_argument('--set_cost_dice', default=5, type=non_negative_float, help='weight of the dice term in the matching cost')
-    group.add_argument('--mask_loss_coef', default=2, type=non_negative_float, help='weight of the mask loss')
-    group.add_argument('--dice_loss_coef', default=5, type=non_negative_float, help='weight of the dice loss')
-    group.add_argument('--cls_loss_coef', default=2, type=non_negative_float, help='weight of the cls loss')
-    group.add_argument('--bbox_loss_coef', default=5, type=non_negative_float, help='weight of the bbox loss')
-    group.add_argument('--giou_loss_coef', default=2, type=non_negative_float, help='weight of the giou loss')
+    for term, default in (('class', 2), ('bbox', 5), ('giou', 2), ('mask', 2), ('dice', 5)):
+        group.add_argument(f'--set_cost_{term}', default=default, type=non_negative_float,
+                           help=f'weight of the {term} term in the matching cost')
+    for term, default in (('mask', 2), ('dice', 5), ('cls', 2), ('bbox', 5), ('giou', 2)):
+        group.add_argument(f'--{term}_loss_coef', default=default, type=non_negative_float,
+                           help=f'weight of the {term} loss')
     group.add_argument('--eos_coef', default=0.1, type=float,
                        help='accepted for compatibility and unused, as in the original (its focal classification '
                             'loss has no no-object weight)')
@@ -160,11 +156,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     group = parser.add_argument_group('data')
     group.add_argument('--dataset_file', default='ytvos', choices=DATASETS, help='benchmark to train or evaluate')
-    group.add_argument('--coco_path', type=str, default='data/coco', help='RefCOCO/+/g (COCO images and refcoco* annotations) root, see data.md')
-    group.add_argument('--ytvos_path', type=str, default='data/ref-youtube-vos', help='Ref-YouTube-VOS root, see data.md')
-    group.add_argument('--davis_path', type=str, default='data/ref-davis', help='Ref-DAVIS17 root, see data.md')
-    group.add_argument('--a2d_path', type=str, default='data/a2d_sentences', help='A2D-Sentences root, see data.md')
-    group.add_argument('--jhmdb_path', type=str, default='data/jhmdb_sentences', help='JHMDB-Sentences root, see data.md')
+    roots = (('coco', 'coco', 'RefCOCO/+/g (COCO images, refcoco* annotations)'),
+             ('ytvos', 'ref-youtube-vos', 'Ref-YouTube-VOS'), ('davis', 'ref-davis', 'Ref-DAVIS17'),
+             ('a2d', 'a2d_sentences', 'A2D-Sentences'), ('jhmdb', 'jhmdb_sentences', 'JHMDB-Sentences'))
+    for name, folder, benchmark in roots:
+        group.add_argument(f'--{name}_path', type=str, default=f'data/{folder}', help=f'{benchmark} root, see data.md')
     group.add_argument('--mevis_path', type=str, default='data/mevis',
                        help='(new) MeViS: the folder holding train/, valid_u/ and valid/')
     group.add_argument('--max_skip', default=3, type=positive_int, help='largest gap to the anchor of the near frames')
@@ -231,7 +227,8 @@ def with_recipe(parser: argparse.ArgumentParser, argv: Optional[List[str]] = Non
     if not known.config:
         return argv
     recipe = read_config(known.config)
-    unknown = [word for word in recipe if word.startswith('-') and word.split('=')[0] not in parser._option_string_actions]
+    known_flags = parser._option_string_actions
+    unknown = [word for word in recipe if word.startswith('-') and word.split('=')[0] not in known_flags]
     if unknown:
         raise UserError(f'--config {known.config}: unknown flag {unknown[0]} (see --help)')
     return recipe + argv

@@ -79,6 +79,7 @@ def test_nan_weights_stop_the_demo(nan_checkpoint, tmp_path, capsys):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_nan_outputs_warn_and_fail_without_a_submission(synthetic_data, small_checkpoint, tmp_path, capsys,
                                                         monkeypatch):
     real = inference.predict_video
@@ -94,7 +95,8 @@ def test_nan_outputs_warn_and_fail_without_a_submission(synthetic_data, small_ch
         inference_ytvos.get_parser().parse_args(ytvos_flags(synthetic_data, small_checkpoint, tmp_path, '--no_zip')))
     first_text = expressions[0].text
     monkeypatch.setattr(inference, 'predict_video', nan_for_the_first)
-    argv = [*SMALL_MODEL, *offline_flags(), '--short_side', '96', *ytvos_flags(synthetic_data, small_checkpoint, tmp_path)]
+    argv = [*SMALL_MODEL, *offline_flags(), '--short_side', '96',
+            *ytvos_flags(synthetic_data, small_checkpoint, tmp_path)]
     with pytest.raises(SystemExit) as ended:
         cli.run(inference_ytvos.main, partial(opts.parse_args, inference_ytvos.get_parser()), argv)
     captured = capsys.readouterr()
