@@ -114,11 +114,11 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     args = get_parser().parse_args(argv)
     if args.out.resolve() == args.ytvos_path.resolve():
-        sys.exit('split_ytvos_holdout.py: error: --out must be another folder than --ytvos_path')
+        sys.exit('--out must be another folder than --ytvos_path')
     try:
         counts = split_holdout(args.ytvos_path, args.out, args.valid_videos, args.seed, args.link)
     except (OSError, ValueError) as error:
-        sys.exit(f'split_ytvos_holdout.py: error: {error}')
+        sys.exit(str(error))
     for split, (videos, expressions) in counts.items():
         print(f'{split}: {videos} videos, {expressions} expressions')
     print(f'written to {args.out} (--ytvos_path {args.out}; evaluate with eval_rvos.py --gt_path {args.out})')
