@@ -31,6 +31,7 @@ from PIL import Image
 import opts
 from inference import load_inference_model, segment_video, video_masks
 from util.checkpoint import read_checkpoint
+from util.cli import run
 from util.files import atomic_write, read_json
 from util.logger import setup_logging
 from util.video_io import FrameSource, FrameWriter, browser_video_encoder
@@ -228,4 +229,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run(main, list)

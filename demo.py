@@ -11,12 +11,14 @@ the defaults here.
 """
 import argparse
 import logging
+from functools import partial
 from pathlib import Path
 
 import torch
 
 import opts
 from inference import load_inference_model, segment_video, video_masks
+from util.cli import check_writable, run
 from util.logger import setup_logging
 from util.video_io import FrameSource, FrameWriter
 from util.visualize import sentence_overlays
@@ -44,6 +46,7 @@ def main(args) -> None:
         raise SystemExit('--text is empty: give the sentence that describes the object to segment')
     if not args.resume:
         raise SystemExit('--resume CHECKPOINT is required: the trained BIFIT weights')
+    check_writable(args.output, '--output')
     source = FrameSource(args.video)
     device = torch.device(args.device)
     model = load_inference_model(args, device)
@@ -59,4 +62,4 @@ def main(args) -> None:
 
 
 if __name__ == '__main__':
-    main(opts.parse_args(get_parser()))
+    run(main, partial(opts.parse_args, get_parser()))

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inference import select_query
+from inference import finite, select_query
 from models.criterion import LOSS_NAMES
+from util.cli import UserError
 from util.curves import TrainingCurves
 from util.logger import MetricLogger
 from util.misc import all_gather, barrier, is_main_process, reduce_dict, targets_to
@@ -126,6 +127,14 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, data_loader: Iterabl
     return metric_logger.global_averages()
 
 
+def check_outputs(outputs: Dict, captions: List[str]) -> None:
+    """A UserError naming the sentences of a batch whose outputs are NaN or infinite: no metric is computed
+    from them."""
+    if not finite(outputs):
+        raise UserError(f'the model gave NaN or infinite outputs for {captions}: no metric computed from them '
+                        f'(is the checkpoint broken, or --amp overflowing?)')
+
+
 @torch.no_grad()
 def evaluate_a2d(model: nn.Module, data_loader: Iterable, postprocessor: nn.Module, device: torch.device,
                  gt_file: Path, amp: bool = False) -> Dict[str, float]:
@@ -141,6 +150,7 @@ def evaluate_a2d(model: nn.Module, data_loader: Iterable, postprocessor: nn.Modu
         with autocast(device, amp):
             outputs = model(samples, captions, targets)
         outputs = to_float32(outputs)
+        check_outputs(outputs, captions)
         orig_sizes = torch.stack([t['orig_size'] for t in targets])
         sizes = torch.stack([t['size'] for t in targets])
         for processed, target in zip(postprocessor(outputs, orig_sizes, sizes), targets):
@@ -188,6 +198,7 @@ def evaluate_mask_iou(model: nn.Module, data_loader: Iterable, device: torch.dev
         targets = targets_to(targets, device)
         with autocast(device, amp):
             outputs = to_float32(model(samples.to(device, non_blocking=True), captions, targets))
+        check_outputs(outputs, captions)
         for i, target in enumerate(targets):
             results.append(clip_mask_iou(outputs['pred_logits'][i], outputs['pred_masks'][i], target, threshold))
     results = [r for process_results in all_gather(results) for r in process_results]

@@ -12,20 +12,20 @@ the mean of their global results is printed (and written to --mean_csv): the Ref
 import argparse
 import csv
 import os
-import sys
 import time
 from typing import Dict, List, Sequence
 
 import numpy as np
 
 from util.davis_metrics import GLOBAL_COLUMNS, TASKS, evaluate_davis
+from util.cli import ArgumentParser, run
 from util.files import atomic_write
 
 NUMBER_FORMAT = '%.5f'  # the original's `to_csv(float_format='%.5f')`
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description='DAVIS-2017 evaluation (J & F), as the official toolkit computes it. Scores the masks of a results folder against DAVIS-2017 annotations and writes '
                     'global_results-<set>.csv and per-sequence_results-<set>.csv into it.')
     parser.add_argument('--results_path', required=True, type=str, nargs='+',
@@ -107,7 +107,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == '__main__':
-    try:
-        main(get_args_parser().parse_args())
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f'eval_davis.py: error: {error}')
+    run(main, get_args_parser().parse_args, user_errors=(ValueError,))

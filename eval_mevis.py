@@ -19,7 +19,6 @@ size than its frame stops the evaluation with an error naming it (their script c
 import argparse
 import logging
 import os
-import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from multiprocessing import Pool
@@ -32,6 +31,7 @@ from tqdm import tqdm
 
 from datasets.mevis import MaskDict, read_videos
 from util.benchmarks import MEVIS_SPLITS_WITH_MASKS
+from util.cli import ArgumentParser, run
 from util.files import require
 from util.logger import setup_logging
 from util.rvos_metrics import frame_j_and_f, write_table
@@ -58,7 +58,7 @@ class SentenceScore:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="J&F of MeViS predictions against the valid_u (or train) masks, with the organisers' "
                     'semantics: J and F of every listed frame against the union of the referred objects\' masks, '
                     'their means over the frames of each sentence, then over the sentences; J&F = (J + F) / 2. '
@@ -197,7 +197,4 @@ def main(args: argparse.Namespace) -> Dict[str, float]:
 
 
 if __name__ == '__main__':
-    try:
-        main(get_args_parser().parse_args())
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f'eval_mevis.py: error: {error}')
+    run(main, get_args_parser().parse_args, user_errors=(ValueError,))

@@ -14,7 +14,6 @@ masks, summed over the frames, cover the named object more than any other object
 """
 import argparse
 import os
-import sys
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -23,6 +22,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from util.cli import ArgumentParser, run
 from util.files import read_json, require
 from util.rvos_metrics import ExpressionResult, format_summary, score_expression, summarize, write_results
 
@@ -30,7 +30,7 @@ LAYOUT_HINT = 'the Ref-YouTube-VOS layout, see data.md'
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description='J&F and referring accuracy of Ref-YouTube-VOS-layout predictions against ground truth with '
                     'masks (a held-out split, Ref-Shapes, converted Ref-DAVIS17). J, F and J&F: means over the frames '
                     'of each expression, then over the expressions. Referring accuracy: the share of expressions '
@@ -118,7 +118,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == '__main__':
-    try:
-        main(get_args_parser().parse_args())
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f'eval_rvos.py: error: {error}')
+    run(main, get_args_parser().parse_args, user_errors=(ValueError,))

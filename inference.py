@@ -17,7 +17,8 @@ from torch import nn
 
 from models import build_model
 from util.box_ops import box_cxcywh_to_xyxy
-from util.checkpoint import load_checkpoint, load_checkpoint_file
+from util.checkpoint import load_checkpoint, load_checkpoint_file, model_state_dict, read_checkpoint
+from util.cli import UserError
 from util.files import output_lock
 from util.inference_workers import run_sharded, split_evenly
 from util.mask_folders import Expression, is_written, save_overlays, write_masks
@@ -43,6 +44,15 @@ def load_inference_model(args, device: torch.device, checkpoint: Optional[Dict] 
     return model.to(device).eval()
 
 
+def checked_checkpoint(args) -> Dict:
+    """The weights of `--resume`, read once and checked by loading them into a model on the CPU (a missing,
+    truncated, broken or misfitting checkpoint stops here, before any worker starts): `model` and `epoch`,
+    for `load_inference_model`."""
+    checkpoint = read_checkpoint(args.resume)
+    load_inference_model(args, torch.device('cpu'), checkpoint)
+    return {'model': model_state_dict(checkpoint), 'epoch': checkpoint.get('epoch')}
+
+
 @torch.no_grad()
 def predict_clip(model: nn.Module, clip: torch.Tensor, captions: Sequence[str], device: torch.device,
                  amp: bool = False) -> List[Dict[str, torch.Tensor]]:
@@ -59,6 +69,11 @@ def predict_clip(model: nn.Module, clip: torch.Tensor, captions: Sequence[str], 
         outputs = model.forward_sentences([clip], captions, [{'size': size}])
     return [{k: o[k][0].float() for k in ('pred_logits', 'pred_boxes', 'pred_masks', 'reference_points')}
             for o in outputs]
+
+
+def finite(outputs: Dict[str, torch.Tensor]) -> bool:
+    """Whether the class logits and masks of `outputs` are all finite (a NaN would silently give empty masks)."""
+    return all(bool(torch.isfinite(outputs[k]).all()) for k in ('pred_logits', 'pred_masks'))
 
 
 def select_query(pred_logits: torch.Tensor) -> int:
@@ -141,6 +156,10 @@ def segment_video_expressions(model: nn.Module, device: torch.device, args, expr
     sizes = [(frame.height, frame.width) for frame in frames]
     all_outputs = predict_video(model, clip, [expression.text for expression in expressions], device, args)
     for expression, outputs in zip(expressions, all_outputs):
+        if not finite(outputs):
+            logger.warning('NON-FINITE OUTPUTS for video %s, expression %s ("%s"): no masks written',
+                           expression.video, expression.exp_id, expression.text)
+            continue
         result = chosen_masks(outputs, sizes, args.threshold, score_threshold)
         write_masks(output, expression, result['masks'])
         if args.visualize:
@@ -148,10 +167,11 @@ def segment_video_expressions(model: nn.Module, device: torch.device, args, expr
 
 
 def segment_videos(device: torch.device, args, videos: List[List[Expression]], progress, frames_root: Path,
-                   score_threshold: Optional[float] = None) -> None:
+                   score_threshold: Optional[float] = None, checkpoint: Optional[Dict] = None) -> None:
     """A worker of `segment_expressions`: every expression of `videos` (each a list of one video's
-    expressions) through `segment_video_expressions`."""
-    model = load_inference_model(args, device)
+    expressions) through `segment_video_expressions`, with the weights of `checkpoint` (read from
+    `--resume`)."""
+    model = load_inference_model(args, device, checkpoint)
     for expressions in videos:
         segment_video_expressions(model, device, args, expressions, frames_root, score_threshold)
         progress.put(len(expressions))
@@ -161,6 +181,19 @@ def overlay_folder(args) -> Optional[Path]:
     """Where `--visualize` puts the overlays of the mask folders: `<output_dir>/<split>_images/` (None
     without `--visualize`)."""
     return Path(args.output_dir) / f'{args.split}_images' if args.visualize else None
+
+
+def check_frames(expressions: Sequence[Expression], frames_root: Path) -> None:
+    """A UserError naming the first frame of `expressions` missing from `<frames_root>/<video>/<frame>.jpg`."""
+    for expression in expressions:
+        folder = frames_root / expression.video
+        if not folder.is_dir():
+            raise UserError(f'frames of video {expression.video} not found: expected the folder {folder} of '
+                            f'<frame>.jpg files (see data.md)')
+        for name in expression.frames:
+            if not (folder / f'{name}.jpg').is_file():
+                raise UserError(f'frame {name} of video {expression.video} not found: expected '
+                                f'{folder / name}.jpg, as the meta file lists it (see data.md)')
 
 
 def segment_expressions(args, expressions: Sequence[Expression], frames_root: Path,
@@ -177,8 +210,15 @@ def segment_expressions(args, expressions: Sequence[Expression], frames_root: Pa
         for expression in pending:
             by_video.setdefault(expression.video, []).append(expression)
         if pending:
-            worker = partial(segment_videos, frames_root=Path(frames_root), score_threshold=score_threshold)
+            check_frames(pending, Path(frames_root))
+            worker = partial(segment_videos, frames_root=Path(frames_root), score_threshold=score_threshold,
+                             checkpoint=checked_checkpoint(args))
             run_sharded(worker, args, split_evenly(list(by_video.values()), args.ngpu), len(pending), 'expressions')
+        missing = [e for e in pending if not is_written(output, e)]
+        if missing:
+            raise UserError(f'{len(missing)} of {len(pending)} expressions gave NaN or infinite outputs and have no '
+                            f'masks (e.g. video {missing[0].video}, expression {missing[0].exp_id}): is the '
+                            f'checkpoint broken, or --amp overflowing?')
     logger.info('inference done in %.1f s; masks in %s', time.time() - start, output)
 
 
@@ -203,6 +243,9 @@ def segment_video(model: nn.Module, source: FrameSource, texts: Sequence[str], d
     logger.info('%d sentence(s): %.1f s (%.2f frames/s)', len(texts), seconds, len(source) / seconds)
     mask_logits = []
     for text, outputs in zip(texts, join_clips(per_clip)):
+        if not finite(outputs):
+            raise UserError(f'{source.path}, "{text}": the model gave NaN or infinite outputs: is the checkpoint '
+                            f'broken, or --amp overflowing?')
         query = select_query(outputs['pred_logits'])
         scores = outputs['pred_logits'][:, query].sigmoid().max(-1)[0]
         logger.info('"%s": chosen query %d, mean score %.3f', text, query, scores.mean())

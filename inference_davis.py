@@ -10,14 +10,17 @@ Writes `<output_dir>/valid/anno_<a>/<video>/<frame:05d>.png`; a re-run skips fin
 import argparse
 import logging
 import time
+from functools import partial
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 
 import opts
-from inference import load_inference_model, mask_probabilities, predict_clip, select_query
+from inference import (checked_checkpoint, finite, load_inference_model, mask_probabilities, predict_clip,
+                       select_query)
+from util.cli import UserError, run
 from util.files import atomic_folder, output_lock, read_json
 from util.inference_workers import run_sharded, split_evenly
 from util.logger import setup_logging
@@ -31,8 +34,7 @@ BACKGROUND_SCORE = 0.1
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser('Ref-DAVIS17 inference', parents=[opts.get_args_parser()],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = opts.inference_parser('Ref-DAVIS17 inference')
     parser.add_argument('--clip_len', default=CLIP_LEN, type=int,
                         help='frames per clip; each clip chooses its own query (the protocol: 24)')
     return parser
@@ -43,23 +45,25 @@ def read_videos(args) -> Dict:
     videos = read_json(path, 'meta file', 'run tools/convert_davis_to_ytvos.py first, see data.md')['videos']
     for video, meta in videos.items():
         if len(meta['expressions']) % NUM_ANNOTATORS:
-            raise ValueError(f'{path}: video {video} has {len(meta["expressions"])} expressions, not 4 per object '
+            raise UserError(f'{path}: video {video} has {len(meta["expressions"])} expressions, not 4 per object '
                              f'(exp_id = object * 4 + annotator)')
         for exp_id, expression in meta['expressions'].items():
             if not expression['exp'].strip():
-                raise ValueError(f'{path}: empty expression {exp_id} of video {video}')
+                raise UserError(f'{path}: empty expression {exp_id} of video {video}')
     return videos
 
 
-def expression_logits(model, args, device, clip: torch.Tensor, texts: List[str]) -> List[torch.Tensor]:
+def expression_logits(model, args, device, clip: torch.Tensor, texts: List[str]) -> List[Optional[torch.Tensor]]:
     """Per expression, the mask logits `[T, h/4, w/4]` (on the CPU) of clips of `--clip_len` frames, each with
-    its own best query; each clip's visual part computed once for all the expressions."""
+    its own best query, or None when its outputs are not finite; each clip's visual part computed once for all
+    the expressions."""
     logits = [[] for _ in texts]
     for start in range(0, len(clip), args.clip_len):
         for per_expression, outputs in zip(logits, predict_clip(model, clip[start:start + args.clip_len], texts,
                                                                 device, args.amp)):
-            per_expression.append(outputs['pred_masks'][:, select_query(outputs['pred_logits'])].cpu())
-    return [torch.cat(per_expression) for per_expression in logits]
+            per_expression.append(outputs['pred_masks'][:, select_query(outputs['pred_logits'])].cpu()
+                                  if finite(outputs) else None)
+    return [None if any(part is None for part in parts) else torch.cat(parts) for parts in logits]
 
 
 def annotator_labels(objects: List[torch.Tensor]) -> np.ndarray:
@@ -81,6 +85,10 @@ def segment_video(model, args, device, video: str, meta: Dict, output: Path) -> 
     clip = frames_to_clip(frames, args.short_side)
     frame_size = (frames[0].height, frames[0].width)
     logits = expression_logits(model, args, device, clip, [e['exp'] for e in meta['expressions'].values()])
+    if any(expression is None for expression in logits):
+        bad = list(meta['expressions'].values())[[expression is None for expression in logits].index(True)]['exp']
+        logger.warning('NON-FINITE OUTPUTS for video %s, expression "%s": no masks written', video, bad)
+        return
     num_objects = len(logits) // NUM_ANNOTATORS
     for annotator in range(NUM_ANNOTATORS):
         objects = [mask_probabilities(logits[obj * NUM_ANNOTATORS + annotator], frame_size)
@@ -91,9 +99,9 @@ def segment_video(model, args, device, video: str, meta: Dict, output: Path) -> 
                 label_image(frame_labels).save(folder / f'{index:05d}.png')
 
 
-def segment_videos(device, args, videos: List, progress) -> None:
-    """Segment `videos` (pairs of name and meta) for every annotator."""
-    model = load_inference_model(args, device)
+def segment_videos(device, args, videos: List, progress, checkpoint: Optional[Dict] = None) -> None:
+    """Segment `videos` (pairs of name and meta) for every annotator, with the weights of `checkpoint`."""
+    model = load_inference_model(args, device, checkpoint)
     output = Path(args.output_dir) / args.split
     for video, meta in videos:
         segment_video(model, args, device, video, meta, output)
@@ -112,11 +120,15 @@ def main(args) -> None:
                     len(pending))
         start = time.time()
         if pending:
-            run_sharded(segment_videos, args, split_evenly(list(pending.items()), args.ngpu), len(pending),
-                        'videos')
+            worker = partial(segment_videos, checkpoint=checked_checkpoint(args))
+            run_sharded(worker, args, split_evenly(list(pending.items()), args.ngpu), len(pending), 'videos')
+            failed = [v for v, m in pending.items() if not video_done(output, v, len(m['frames']))]
+            if failed:
+                raise UserError(f'{len(failed)} of {len(pending)} videos gave NaN or infinite outputs and have no '
+                                f'masks (e.g. {failed[0]}): is the checkpoint broken, or --amp overflowing?')
     logger.info('inference done in %.1f s; results in %s/anno_0..3 (evaluate with eval_davis.py '
                 '--results_path %s/anno_<a>)', time.time() - start, output, output)
 
 
 if __name__ == '__main__':
-    main(opts.parse_args(get_parser()))
+    run(main, partial(opts.parse_args, get_parser()))

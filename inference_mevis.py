@@ -14,6 +14,7 @@ queries whose score exceeds `--mevis_score_threshold`.
 """
 import argparse
 import logging
+from functools import partial
 from pathlib import Path
 from typing import List
 
@@ -21,6 +22,7 @@ import opts
 from datasets.mevis import LAYOUT_HINT, read_videos
 from inference import segment_expressions
 from util.benchmarks import MEVIS_SERVER_SPLIT, MEVIS_SERVER_VIDEOS
+from util.cli import run
 from util.files import require
 from util.logger import setup_logging
 from util.mask_folders import Expression, write_submission
@@ -30,8 +32,7 @@ SPLITS = ('valid_u', MEVIS_SERVER_SPLIT)
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser('MeViS inference', parents=[opts.get_args_parser()],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = opts.inference_parser('MeViS inference')
     parser.add_argument('--clip_len', default=0, type=int,
                         help='(new) frames per forward pass, for bounded memory on long videos; the queries are '
                              'still chosen over the whole video (0: the whole video at once)')
@@ -76,4 +77,4 @@ def main(args) -> None:
 
 
 if __name__ == '__main__':
-    main(opts.parse_args(get_parser()))
+    run(main, partial(opts.parse_args, get_parser()))

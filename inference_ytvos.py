@@ -9,11 +9,13 @@ Writes `<output_dir>/<split>/<video>/<exp_id>/<frame>.png` (0/255) and `<output_
 """
 import argparse
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Dict, List
 
 import opts
 from inference import segment_expressions
+from util.cli import UserError, run
 from util.files import read_json
 from util.logger import setup_logging
 from util.mask_folders import Expression, write_submission
@@ -23,8 +25,7 @@ RELEASE_VALID_VIDEOS = 202
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser('Ref-YouTube-VOS inference', parents=[opts.get_args_parser()],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = opts.inference_parser('Ref-YouTube-VOS inference')
     parser.add_argument('--clip_len', default=0, type=int,
                         help='(new) frames per forward pass, for bounded memory on long videos; the query is '
                              'still chosen over the whole video (0: the whole video at once, as the original)')
@@ -55,7 +56,7 @@ def expressions_to_segment(args) -> List[Expression]:
     for video in sorted(videos):
         for exp_id, expression in meta[video]['expressions'].items():
             if not expression['exp'].strip():
-                raise ValueError(f'empty expression {exp_id} of video {video} in the meta file')
+                raise UserError(f'empty expression {exp_id} of video {video} in the meta file')
             expressions.append(Expression(video, exp_id, expression['exp'], meta[video]['frames']))
     return expressions
 
@@ -73,4 +74,4 @@ def main(args) -> None:
 
 
 if __name__ == '__main__':
-    main(opts.parse_args(get_parser()))
+    run(main, partial(opts.parse_args, get_parser()))

@@ -11,6 +11,7 @@ import json
 import logging
 import random
 import time
+from functools import partial
 from bisect import bisect_right
 from contextlib import nullcontext
 from pathlib import Path
@@ -29,6 +30,7 @@ from inference import describe_model
 from models import build_model
 from util.checkpoint import (compare_state_dicts, load_checkpoint, load_model_weights, model_state_dict,
                              newest_checkpoint, read_checkpoint, save_training_checkpoint, tensor_bytes)
+from util.cli import ArgumentParser, run
 from util.curves import TrainingCurves
 from util.files import output_lock, remove_stale_temporaries, require_free_space
 from util.logger import setup_logging
@@ -38,7 +40,7 @@ logger = logging.getLogger('bifit')
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser('BIFIT training and evaluation', parents=[opts.get_args_parser()],
+    parser = ArgumentParser('BIFIT training and evaluation', parents=[opts.get_args_parser()],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--no_auto_resume', action='store_true',
                         help='(new) do not continue from the newest complete checkpoint of --output_dir '
@@ -270,4 +272,4 @@ def train_or_evaluate(args, owner: bool) -> Dict[str, float]:
 
 
 if __name__ == '__main__':
-    main(opts.parse_args(get_parser()))
+    run(main, partial(opts.parse_args, get_parser()))

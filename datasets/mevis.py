@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from util.benchmarks import MEVIS_EXPRESSIONS_FILE, MEVIS_MASKS_FILE
+from util.cli import UserError
 from util.files import read_json, require
 from .clip_dataset import ClipDataset
 from .sampling import expression_clip
@@ -41,11 +42,11 @@ def read_videos(root: Path, split: str) -> Dict[str, Dict]:
     videos = read_json(path, f'MeViS {split} sentences', LAYOUT_HINT)['videos']
     for video, entry in videos.items():
         if not entry.get('frames'):
-            raise ValueError(f'{path}: video {video} lists no frames')
+            raise UserError(f'{path}: video {video} lists no frames')
         for exp_id, expression in entry['expressions'].items():
             expression['exp'] = clean_caption(expression['exp'])
             if not expression['exp']:
-                raise ValueError(f'{path}: empty sentence {exp_id} of video {video}')
+                raise UserError(f'{path}: empty sentence {exp_id} of video {video}')
             if 'obj_id' in expression:
                 expression['obj_id'] = [int(x) for x in expression['obj_id']]
             if 'anno_id' in expression:

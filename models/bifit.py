@@ -6,6 +6,7 @@ backbone -> input projections (4 levels) -> bidirectional vision-language intera
 decoder layer (`deformable_transformer.py`, `inter_frame.py`) -> class/box heads per decoder layer;
 cross-modal FPN mask features (`pixel_decoder.py`) -> dynamic mask head (`dynamic_mask_head.py`).
 """
+import logging
 import math
 from typing import Dict, List, NamedTuple, Sequence, Tuple
 
@@ -23,6 +24,8 @@ from .pixel_decoder import CrossModalFPNDecoder
 from .position_encoding import PositionEmbeddingSine1D
 from .text_encoder import FeatureResizer, load_text_encoder
 from .vision_language import SentencePooler, VisionLanguageFusion, bidirectional_interaction
+
+logger = logging.getLogger(__name__)
 
 
 class VisualFeatures(NamedTuple):
@@ -114,11 +117,30 @@ class BIFIT(nn.Module):
             nn.init.zeros_(layer.bias)
             nn.init.xavier_uniform_(layer.weight)
 
+    def max_words(self) -> int:
+        """The most tokens the text encoder takes: its positions, less RoBERTa's offset (padding index + 1)."""
+        config = self.text_encoder.config
+        return config.max_position_embeddings - config.pad_token_id - 1
+
+    def tokenize(self, captions: List[str]):
+        """The tokens of `captions`, padded to the longest (as the original); (new) a sentence longer than the
+        text encoder takes is cut to `max_words` tokens with a warning naming it, where the original fails."""
+        tokenized = self.tokenizer(captions, padding='longest', return_tensors='pt')
+        limit = self.max_words()
+        if tokenized['input_ids'].shape[1] <= limit:
+            return tokenized
+        for caption, length in zip(captions, tokenized['attention_mask'].sum(1).tolist()):
+            if length > limit:
+                shown = caption if len(caption) <= 80 else caption[:77] + '...'
+                logger.warning('the expression "%s" has %d tokens, more than the %d the text encoder takes: '
+                               'cut to its first %d', shown, length, limit, limit)
+        return self.tokenizer(captions, padding='longest', truncation=True, max_length=limit, return_tensors='pt')
+
     def encode_text(self, captions: Sequence[str], device: torch.device) -> Tuple[Tensor, Tensor]:
         """captions -> resized word features `[L, B, C]` and their padding mask `[B, L]` (True on padding)."""
         if isinstance(captions, str) or not all(isinstance(c, str) for c in captions):
             raise TypeError('captions must be a list of strings, one per video')
-        tokenized = self.tokenizer(list(captions), padding='longest', return_tensors='pt').to(device, non_blocking=True)
+        tokenized = self.tokenize(list(captions)).to(device, non_blocking=True)
         attention_mask = tokenized['attention_mask']
         if self.text_encoder.config._attn_implementation == 'sdpa':
             # A ready 4-D mask: from the 2-D one transformers would test on the host whether any

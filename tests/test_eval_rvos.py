@@ -155,7 +155,7 @@ def test_eval_rvos_errors_name_what_is_missing(tiny_benchmark, tmp_path):
                              '--gt_path', str(gt)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and 'Traceback' not in result.stderr
     assert result.stderr.strip().splitlines() == [
-        f'eval_rvos.py: error: prediction folder not found: expected {tmp_path / "none"} '
+        f'error: prediction folder not found: expected {tmp_path / "none"} '
         '(the <output_dir>/<split> folder of inference_ytvos.py)']
 
 

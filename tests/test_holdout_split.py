@@ -97,4 +97,4 @@ def test_clear_errors(shapes, tmp_path):
                              '--out', str(tmp_path / 'out'), '--valid_videos', '9'],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and result.stderr.strip().splitlines() == [
-        'split_ytvos_holdout.py: error: --valid_videos 9: choose between 1 and 5 (the train set has 6 videos)']
+        'error: --valid_videos 9: choose between 1 and 5 (the train set has 6 videos)']

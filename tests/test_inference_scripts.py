@@ -20,6 +20,7 @@ import inference_ytvos
 import main as train_main
 from opts import parse_args as parse_with_config
 from tests.conftest import SMALL_MODEL, build_small, offline_flags, parse_args, random_clips
+from util.cli import UserError
 from util.mask_folders import Expression, write_masks
 from util.video_io import frames_to_clip, open_image
 from util.visualize import OUTLINE_COLORS, captioned, contrasting_color, overlay, side_by_side
@@ -178,7 +179,7 @@ def test_ytvos_inference_errors(synthetic_data, small_checkpoint, tmp_path):
     video = sorted(set(meta['videos']) - set(read_meta(root, 'test')))[0]
     meta['videos'][video]['expressions']['0']['exp'] = '  '
     meta_file.write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match=f'empty expression 0 of video {video}'):
+    with pytest.raises(UserError, match=f'empty expression 0 of video {video}'):
         inference_ytvos.main(script_args(inference_ytvos, '--ytvos_path', str(root), '--resume',
                                          str(small_checkpoint), '--output_dir', str(tmp_path / 'out')))
     other = tmp_path / 'other.pth'

@@ -65,6 +65,7 @@ from models.text_encoder import TextEncoderUnavailable  # noqa: E402
 from opts import get_args_parser  # noqa: E402
 from tools import make_synthetic_data  # noqa: E402
 from tools.reference_formulation import reference_formulation  # noqa: E402
+from util import cli  # noqa: E402
 from util.files import read_json  # noqa: E402
 from util.mask_folders import Expression  # noqa: E402
 from util.misc import nested_tensor_from_videos_list  # noqa: E402
@@ -398,4 +399,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    cli.run(main, list)

@@ -23,6 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from util.cli import run  # noqa: E402
 from util.files import read_json, require, write_json  # noqa: E402
 
 ANNOTATION_FILES = ('Davis17_annot1.txt', 'Davis17_annot1_full_video.txt', 'Davis17_annot2.txt',
@@ -110,11 +111,11 @@ def convert(davis_path: Path) -> None:
               + (f' ({missing} object/annotator pairs without a sentence)' if missing else ''))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--davis_path', default='data/ref-davis', type=Path)
-    convert(parser.parse_args().davis_path)
+    convert(parser.parse_args(argv).davis_path)
 
 
 if __name__ == '__main__':
-    main()
+    run(main, list)

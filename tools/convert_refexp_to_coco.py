@@ -18,6 +18,7 @@ from typing import Dict, Sequence
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from util.cli import run  # noqa: E402
 from util.files import read_json, require, write_json  # noqa: E402
 
 SPLIT_BY = {'refcoco': 'unc', 'refcoco+': 'unc', 'refcocog': 'umd'}
@@ -56,15 +57,15 @@ def convert(refer_path: Path, coco_path: Path, names: Sequence[str] = tuple(SPLI
         print(f'{name}: ' + ', '.join(f'{split} {count} sentences' for split, count in sorted(counts.items())))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--refer_path', default='data/refer', type=Path,
                         help="the refer toolkit's data folder (refcoco/, refcoco+/, refcocog/)")
     parser.add_argument('--coco_path', default='data/coco', type=Path)
     parser.add_argument('--datasets', nargs='+', default=list(SPLIT_BY), choices=list(SPLIT_BY))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     convert(args.refer_path, args.coco_path, args.datasets)
 
 
 if __name__ == '__main__':
-    main()
+    run(main, list)

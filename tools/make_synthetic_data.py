@@ -34,6 +34,7 @@ from datasets.jhmdb import prepare_jhmdb  # noqa: E402
 from tools.convert_davis_to_ytvos import ANNOTATION_FILES, convert as convert_davis  # noqa: E402
 from tools.convert_refexp_to_coco import convert as convert_refexp  # noqa: E402
 from util.benchmarks import MEVIS_EXPRESSIONS_FILE, MEVIS_MASKS_FILE, YTVOS_CATEGORIES  # noqa: E402
+from util.cli import run  # noqa: E402
 from util.files import write_json  # noqa: E402
 
 COLORS = {'red': (220, 40, 40), 'green': (40, 170, 60), 'blue': (40, 80, 225), 'yellow': (235, 205, 40)}
@@ -493,8 +494,8 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main() -> None:
-    args = get_parser().parse_args()
+def main(argv=None) -> None:
+    args = get_parser().parse_args(argv)
     start = time.time()
     for benchmark, folder in make(args.out, args.benchmarks, args).items():
         print(f'{benchmark}: {folder}')
@@ -502,4 +503,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run(main, list)

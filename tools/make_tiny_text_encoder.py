@@ -18,6 +18,9 @@ import torch
 from tokenizers import ByteLevelBPETokenizer
 from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from util.cli import run  # noqa: E402
+
 SPECIAL_TOKENS = ['<s>', '<pad>', '</s>', '<unk>', '<mask>']
 BASIC_WORDS = ('a an the on in at of to with and is are that which who left right top bottom front back '
                'moving moves walking running person man woman dog cat car').split()
@@ -63,7 +66,7 @@ def make_tiny_text_encoder(out: Path, roots: List[Path], vocab_size: int = 512, 
     return out
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', required=True, type=Path, help='the folder to write (config, weights, tokenizer)')
     parser.add_argument('--datasets', nargs='*', type=Path, default=[],
@@ -80,7 +83,7 @@ def main() -> None:
     parser.add_argument('--no_weights', action='store_true',
                         help='write the tokenizer and the config only: the model gets random weights when built '
                              '(or those of a BIFIT checkpoint)')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.roberta_base_sized:
         vars(args).update(ROBERTA_BASE_SIZES)
     missing = [str(root) for root in args.datasets if not root.is_dir()]
@@ -92,4 +95,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run(main, list)

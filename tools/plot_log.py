@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from util.cli import run  # noqa: E402
 from util.files import atomic_write, require  # noqa: E402
 
 # (title, TensorBoard tag of every step, log.txt key of every epoch)
@@ -143,4 +144,4 @@ def main(argv: Sequence[str] = None) -> Path:
 
 
 if __name__ == '__main__':
-    main()
+    run(main, list)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from util.cli import run  # noqa: E402
 from util.files import atomic_write, read_json, require, write_json  # noqa: E402
 
 MARKER = '.holdout_split.json'
@@ -110,18 +111,18 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main() -> None:
-    args = get_parser().parse_args()
+def main(argv=None) -> None:
+    args = get_parser().parse_args(argv)
     if args.out.resolve() == args.ytvos_path.resolve():
-        sys.exit('split_ytvos_holdout.py: error: --out must be another folder than --ytvos_path')
+        sys.exit('--out must be another folder than --ytvos_path')
     try:
         counts = split_holdout(args.ytvos_path, args.out, args.valid_videos, args.seed, args.link)
     except (OSError, ValueError) as error:
-        sys.exit(f'split_ytvos_holdout.py: error: {error}')
+        sys.exit(str(error))
     for split, (videos, expressions) in counts.items():
         print(f'{split}: {videos} videos, {expressions} expressions')
     print(f'written to {args.out} (--ytvos_path {args.out}; evaluate with eval_rvos.py --gt_path {args.out})')
 
 
 if __name__ == '__main__':
-    main()
+    run(main, list)

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from util.cli import UserError
 from util.files import atomic_write, disk_short, link_or_copy, require_free_space
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,9 @@ def read_checkpoint(path: str) -> Dict:
     try:
         return torch.load(path, map_location='cpu', weights_only=False)
     except Exception as error:
-        raise RuntimeError(f'{path} is not a readable PyTorch checkpoint ({error})') from error
+        reason = ' '.join(str(error).split())
+        raise UserError(f'{path} is not a readable PyTorch checkpoint (truncated, or another kind of file?): '
+                        f'{reason[:300]}') from error
 
 
 def read_state_dict(path: str) -> Dict[str, Tensor]:
@@ -47,7 +50,7 @@ def model_state_dict(checkpoint: Dict) -> Dict[str, Tensor]:
     `module.` prefix of DistributedDataParallel and without buffers current `transformers` drops."""
     state_dict = checkpoint.get('model', checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state_dict, dict) or not all(isinstance(v, Tensor) for v in state_dict.values()):
-        raise ValueError('the checkpoint holds neither a state dict nor {"model": state dict}')
+        raise UserError('the checkpoint holds neither a state dict nor {"model": state dict}')
     prefix = 'module.'
     if state_dict and all(k.startswith(prefix) for k in state_dict):
         state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
@@ -80,7 +83,7 @@ def load_model_weights(model: nn.Module, state_dict: Dict[str, Tensor], source: 
     if missing or unexpected or mismatched:
         total = len(model.state_dict())
         matched = total - len(missing) - len(mismatched)
-        raise RuntimeError(
+        raise UserError(
             f'{source} does not fit this model ({matched} of its {total} entries match): is it a checkpoint of '
             f'another model or backbone (check --backbone, --binary, --num_queries, --dec_layers, ...)?\n'
             f'  shape mismatches: {_examples(mismatched) or "none"}\n'
@@ -89,10 +92,23 @@ def load_model_weights(model: nn.Module, state_dict: Dict[str, Tensor], source: 
     model.load_state_dict(state_dict, strict=True)
 
 
+def check_finite(state_dict: Dict[str, Tensor], source: str) -> None:
+    """A UserError naming `source` and its first parameter with a NaN or infinite value."""
+    for key, value in state_dict.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise UserError(f'{source}: parameter {key} holds NaN or infinite values: the checkpoint is broken '
+                            f'(e.g. a diverged training); use an earlier checkpoint')
+
+
 def load_checkpoint(model: nn.Module, checkpoint: Dict, source: str, description: str = 'the model') -> None:
-    """Load the model weights of `checkpoint` (read from `source`) into `model` (see `load_model_weights`) and
-    log one line that names the file, `description` (e.g. the backbone) and the training epochs it has."""
-    state_dict = model_state_dict(checkpoint)
+    """Load the model weights of `checkpoint` (read from `source`) into `model` (see `load_model_weights`;
+    non-finite weights are refused, see `check_finite`) and log one line that names the file, `description`
+    (e.g. the backbone) and the training epochs it has."""
+    try:
+        state_dict = model_state_dict(checkpoint)
+    except UserError as error:
+        raise UserError(f'{source}: {error}') from error
+    check_finite(state_dict, source)
     load_model_weights(model, state_dict, source=source)
     epochs = checkpoint['epoch'] + 1 if isinstance(checkpoint.get('epoch'), int) else None
     logger.info('loaded %s into %s: all %d weights match%s', source, description, len(state_dict),

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator, List, Union
 
+from util.cli import DiskFullError, disk_full
+
 PathLike = Union[str, os.PathLike]
 # The temporary files of `atomic_write` (`.<name>.<8 hex digits>.tmp`) and of the tempfile-based saves of
 # earlier versions (`.tmp-*`): what a killed write leaves behind.
@@ -40,8 +42,10 @@ def atomic_write(path: PathLike, mode: str = 'w', **open_kwargs) -> Iterator[IO]
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        if disk_full(error) is not None:
+            raise DiskFullError(path) from error
         raise
 
 

@@ -10,6 +10,8 @@ import torchvision.transforms as T
 from PIL import Image
 from torch import Tensor
 
+from util.cli import UserError
+
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 # The evaluation protocol: frames resized to this short side, then normalised with ImageNet's mean and std
 # (as the backbones' pretraining; the training transforms normalise alike).
@@ -38,7 +40,7 @@ def open_image(path: Path) -> Image.Image:
         with Image.open(path) as image:
             return image.convert('RGB')
     except OSError as error:
-        raise RuntimeError(f'cannot read the image {path} ({error})') from error
+        raise UserError(f'cannot read the image {path} ({error})') from error
 
 
 class FrameSource:
@@ -50,7 +52,7 @@ class FrameSource:
         if self.path.is_dir():
             self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
             if not self.files:
-                raise RuntimeError(f'{self.path} holds no images ({", ".join(IMAGE_EXTENSIONS)})')
+                raise UserError(f'{self.path} holds no images ({", ".join(IMAGE_EXTENSIONS)})')
             self.fps = None
             self.num_frames = len(self.files)
         elif self.path.is_file():
@@ -63,7 +65,7 @@ class FrameSource:
                 self.num_frames += 1
             capture.release()
             if self.num_frames == 0:
-                raise RuntimeError(f'{self.path}: no frame could be decoded (is it a video file?)')
+                raise UserError(f'{self.path}: no frame could be decoded (is it a video file?)')
         else:
             raise FileNotFoundError(f'{self.path} does not exist (expected a video file or a folder of frames)')
         self.frame_size = next(self.chunks(1))[0].size
@@ -71,7 +73,7 @@ class FrameSource:
     def _open_video(self) -> cv2.VideoCapture:
         capture = cv2.VideoCapture(str(self.path))
         if not capture.isOpened():
-            raise RuntimeError(f'{self.path} cannot be decoded as a video (OpenCV could not open it)')
+            raise UserError(f'{self.path} cannot be decoded as a video (OpenCV could not open it)')
         return capture
 
     def __len__(self) -> int:
@@ -152,7 +154,8 @@ class FrameWriter:
                 fourcc = cv2.VideoWriter_fourcc(*('mp4v' if self.path.suffix.lower() == '.mp4' else 'MJPG'))
                 self.video = cv2.VideoWriter(str(self.path), fourcc, self.fps, frame.size)
                 if not self.video.isOpened():
-                    raise RuntimeError(f'OpenCV cannot write {self.path}; use a .gif or a folder instead')
+                    raise RuntimeError(f'OpenCV cannot write {self.path}: it has no {self.path.suffix} encoder here '
+                                       f'(write a .gif or a folder of PNGs, or install PyAV: requirements-app.txt)')
             self.video.write(cv2.cvtColor(np.asarray(frame.convert('RGB')), cv2.COLOR_RGB2BGR))
         self.count += 1
 
