@@ -135,7 +135,7 @@ def test_shared_visual_inference_writes_the_masks_of_the_per_expression_loop(syn
     monkeypatch.setattr(inference, 'load_inference_model', load_counting)
     inference.segment_expressions(args, expressions, root / 'valid' / 'JPEGImages')
     clips = -(-len(entry['frames']) // args.clip_len)
-    assert clips > 1 and [c.calls for c in counters] == [clips], 'one backbone pass per clip for all 3 sentences'
+    assert clips > 1 and sum(c.calls for c in counters) == clips, 'one backbone pass per clip for all 3 sentences'
 
     model = real_load(args, torch.device('cpu'))
     frames = [open_image(root / 'valid' / 'JPEGImages' / video / f'{name}.jpg') for name in entry['frames']]
