@@ -93,9 +93,10 @@ def load_model_weights(model: nn.Module, state_dict: Dict[str, Tensor], source: 
 
 
 def check_finite(state_dict: Dict[str, Tensor], source: str) -> None:
-    """A UserError naming `source` and its first parameter with a NaN or infinite value."""
+    """A UserError naming `source` and its first parameter with a NaN or infinite value (tensors on the meta
+    device, which hold no values, are skipped)."""
     for key, value in state_dict.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        if value.is_floating_point() and not value.is_meta and not bool(torch.isfinite(value).all()):
             raise UserError(f'{source}: parameter {key} holds NaN or infinite values: the checkpoint is broken '
                             f'(e.g. a diverged training); use an earlier checkpoint')
 

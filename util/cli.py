@@ -60,7 +60,9 @@ def check_writable(path, what: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
-        raise UserError(f'{what} {path}: cannot write in {folder} ({error.strerror or error}); choose a location '
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        reason = f'{blocker} is a file, not a folder' if blocker else error.strerror or error
+        raise UserError(f'{what} {path}: cannot write in {folder} ({reason}); choose a location '
                         f'you can write to') from error
     return path
 
