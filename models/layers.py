@@ -5,6 +5,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 # Without autograd, the token-wise computations (the feed-forward blocks, the token-wise layers of the pixel
 # decoder's vision-language blocks, the gather of deformable attention) run over chunks of tokens whose
@@ -31,6 +32,15 @@ class MLP(nn.Module):
 def clones(module: nn.Module, n: int) -> nn.ModuleList:
     """`n` independent deep copies of `module`."""
     return nn.ModuleList(copy.deepcopy(module) for _ in range(n))
+
+
+def checkpointed(function: Callable[..., Tensor], *inputs: Tensor, enabled: bool) -> Tensor:
+    """`function(*inputs)`; when `enabled` and autograd is on, its intermediate activations are not stored
+    but recomputed in the backward pass (non-reentrant `torch.utils.checkpoint`, random state replayed, so
+    dropout draws the same masks): `--activation_checkpointing`."""
+    if enabled and torch.is_grad_enabled():
+        return checkpoint(function, *inputs, use_reentrant=False)
+    return function(*inputs)
 
 
 def apply_in_chunks(function: Callable[..., Tensor], tensors: Sequence[Tensor], rows: int) -> Tensor:
