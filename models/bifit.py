@@ -206,6 +206,15 @@ def check_supported(args) -> None:
         raise ValueError('--pre_norm is not supported: the released BIFIT models are post-norm')
 
 
+def leaves_parameters_unused(args) -> bool:
+    """Whether a training step with these options leaves trainable parameters without a gradient (what
+    DistributedDataParallel's `find_unused_parameters` is for): without the auxiliary losses
+    (`--no_aux_loss`) the heads of the intermediate decoder layers feed nothing but the detached box
+    refinement. Under every other option each trainable parameter gets a gradient
+    (tests/test_model_variants.py)."""
+    return not args.aux_loss
+
+
 def build_bifit(args) -> BIFIT:
     check_supported(args)
     weights_from_checkpoint = bool(args.resume or args.pretrained_weights)
