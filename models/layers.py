@@ -60,12 +60,17 @@ def post_norm_ffn(x: Tensor, linear1: nn.Linear, linear2: nn.Linear, dropout: nn
                   residual_dropout: nn.Module, norm: nn.LayerNorm) -> Tensor:
     """`norm(x + residual_dropout(linear2(dropout(relu(linear1(x))))))` of tokens `[..., C]`.
 
-    Without autograd it runs over chunks of tokens (`CHUNK_ELEMENTS`).
+    It runs over chunks of tokens (`CHUNK_ELEMENTS`); with autograd, each chunk stores only its input and
+    recomputes its hidden layer in the backward pass, so no hidden layer of all tokens is ever held.
     """
     def ffn(tokens: Tensor) -> Tensor:
         return norm(tokens + residual_dropout(linear2(dropout(F.relu(linear1(tokens), inplace=True)))))
 
-    if torch.is_grad_enabled():
-        return ffn(x)
     rows = max(1, CHUNK_ELEMENTS // linear1.out_features)
-    return apply_in_chunks(ffn, [x.reshape(-1, x.shape[-1])], rows).view(x.shape)
+    tokens = x.reshape(-1, x.shape[-1])
+    if not torch.is_grad_enabled():
+        return apply_in_chunks(ffn, [tokens], rows).view(x.shape)
+    if tokens.shape[0] <= rows:
+        return ffn(x)
+    chunks = [checkpoint(ffn, chunk, use_reentrant=False) for chunk in tokens.split(rows)]
+    return torch.cat(chunks).view(x.shape)

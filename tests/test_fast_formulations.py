@@ -142,12 +142,21 @@ def test_folded_frozen_batch_norm_equals_torchvision(name):
 def test_chunked_feed_forward_equals_all_tokens(monkeypatch):
     torch.manual_seed(0)
     linear1, linear2, norm = torch.nn.Linear(8, 32), torch.nn.Linear(32, 8), torch.nn.LayerNorm(8)
-    x = torch.randn(13, 2, 8)
-    expected = models.layers.post_norm_ffn(x, linear1, linear2, torch.nn.Identity(), torch.nn.Identity(), norm)
+    x = torch.randn(13, 2, 8, requires_grad=True)
+    parameters = [x, *linear1.parameters(), *linear2.parameters(), *norm.parameters()]
+    grad_output = torch.randn(13, 2, 8)
+
+    def output_and_grads():
+        output = models.layers.post_norm_ffn(x, linear1, linear2, torch.nn.Identity(), torch.nn.Identity(), norm)
+        return [output.detach(), *torch.autograd.grad(output, parameters, grad_output)]
+
+    expected = output_and_grads()
     monkeypatch.setattr(models.layers, 'CHUNK_ELEMENTS', 3 * 32)
     with torch.no_grad():
         chunked = models.layers.post_norm_ffn(x, linear1, linear2, torch.nn.Identity(), torch.nn.Identity(), norm)
-    torch.testing.assert_close(chunked, expected)
+    torch.testing.assert_close(chunked, expected[0])
+    for ours, reference in zip(output_and_grads(), expected):
+        torch.testing.assert_close(ours, reference)
 
 
 def small_model(flags=()):
