@@ -286,7 +286,9 @@ def report(runs: List[Formulation], args, differences: Optional[Dict[str, tuple]
     print(f'\nBIFIT {args.backbone}, {args.frames} frames {args.height}x{args.width}, one clip, {where}, {precision}; '
           f'load average {loads[0]:.2f} before, {loads[1]:.2f} after')
     def speedup(values: List[float]) -> str:
-        return f'{values[1] / values[0]:.2f}x' if len(values) == 2 and values[0] > 0 else ''
+        """The reference's time over the fast formulation's, whatever the order of `--formulations`."""
+        times = dict(zip([run.name for run in forward_runs], values))
+        return f"{times['reference'] / times['fast']:.2f}x" if times.keys() == {'fast', 'reference'} else ''
 
     forward_runs = [run for run in runs if run.forward_times]
     print(format_row('', [run.name for run in forward_runs], 'speed-up' if len(forward_runs) == 2 else ''))
