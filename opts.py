@@ -104,6 +104,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                             "unset (None) for torchvision's ImageNet weights of the ResNets")
     group.add_argument('--use_checkpoint', action='store_true',
                        help='activation checkpointing in the (video) Swin stages')
+    group.add_argument('--activation_checkpointing', action='store_true',
+                       help='recompute the activations of the ResNet stages, the deformable encoder layers and the '
+                            'pixel decoder stages in the backward pass instead of storing them: less memory '
+                            'for long clips, about one more forward pass of those parts in time; same losses '
+                            'and gradients')
     group.add_argument('--dilation', action='store_true',
                        help="replace the last ResNet stage's stride by dilation (DC5)")
     group.add_argument('--position_embedding', default='sine', type=str, choices=('sine',),

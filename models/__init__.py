@@ -13,7 +13,7 @@ from typing import Dict, Tuple
 from torch import nn
 
 from util.benchmarks import num_classes
-from .bifit import BIFIT, build_bifit
+from .bifit import BIFIT, build_bifit, leaves_parameters_unused
 from .criterion import SetCriterion, build_criterion
 from .matcher import build_matcher
 from .postprocessors import build_postprocessors

@@ -3,6 +3,7 @@
 `Joiner(backbone, position_embedding)` is the `backbone` attribute of the model (`backbone.0` the
 body wrapper, `backbone.1` the position embedding), as in the released checkpoints.
 """
+import functools
 import logging
 from typing import List, Tuple
 
@@ -16,6 +17,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from util.checkpoint import read_state_dict
 from util.misc import NestedTensor, downsample_mask
+from .layers import checkpointed
 from .position_encoding import build_position_encoding
 from .swin import IMAGE_SWINS, VIDEO_SWINS, build_swin_body
 
@@ -76,6 +78,13 @@ def residual_block(block: nn.Module, x: Tensor) -> Tensor:
     return F.relu(out.add_(identity), inplace=True)
 
 
+def residual_stage(stage: nn.Sequential, x: Tensor) -> Tensor:
+    """The residual blocks of one ResNet stage (`residual_block` each)."""
+    for block in stage:
+        x = residual_block(block, x)
+    return x
+
+
 class ResNetBody(nn.Module):
     """ResNet stages 1-4 of `[N, 3, H, W]` frames, each with its padding mask (strides 4, 8, 16, 32).
 
@@ -84,8 +93,10 @@ class ResNetBody(nn.Module):
     frozen batch norm folded into the convolution before it.
     """
 
-    def __init__(self, name: str, train_backbone: bool, dilation: bool, pretrained):
+    def __init__(self, name: str, train_backbone: bool, dilation: bool, pretrained,
+                 activation_checkpointing: bool = False):
         super().__init__()
+        self.activation_checkpointing = activation_checkpointing
         if name not in RESNETS:
             raise ValueError(f'unknown ResNet {name!r}; choose one of {RESNETS}')
         resnet = getattr(torchvision.models, name)(
@@ -106,8 +117,7 @@ class ResNetBody(nn.Module):
         x = body.maxpool(F.relu(conv_frozen_bn(x, body.conv1, body.bn1), inplace=True))
         outputs = []
         for stage in (body.layer1, body.layer2, body.layer3, body.layer4):
-            for block in stage:
-                x = residual_block(block, x)
+            x = checkpointed(functools.partial(residual_stage, stage), x, enabled=self.activation_checkpointing)
             outputs.append(NestedTensor(x, downsample_mask(frames.mask, x.shape[-2:])))
         return outputs
 
@@ -152,7 +162,7 @@ def build_backbone(args) -> Joiner:
     train_backbone = args.lr_backbone > 0
     pretrained = backbone_weights_source(args)
     if args.backbone in RESNETS:
-        body = ResNetBody(args.backbone, train_backbone, args.dilation, pretrained)
+        body = ResNetBody(args.backbone, train_backbone, args.dilation, pretrained, args.activation_checkpointing)
     elif args.backbone in IMAGE_SWINS or args.backbone in VIDEO_SWINS:
         body = build_swin_body(args.backbone, pretrained, train_backbone, args.use_checkpoint)
     else:

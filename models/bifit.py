@@ -58,7 +58,8 @@ class BIFIT(nn.Module):
     def __init__(self, backbone: nn.Module, transformer: DeformableTransformer, text_encoder: nn.Module,
                  tokenizer, num_classes: int, num_queries: int, mask_dim: int = 256, dim_feedforward: int = 2048,
                  controller_layers: int = 3, dynamic_mask_channels: int = 8, aux_loss: bool = True,
-                 with_box_refine: bool = True, rel_coord: bool = True, freeze_text_encoder: bool = False):
+                 with_box_refine: bool = True, rel_coord: bool = True, freeze_text_encoder: bool = False,
+                 activation_checkpointing: bool = False):
         super().__init__()
         hidden_dim = transformer.d_model
         num_levels = transformer.num_feature_levels
@@ -107,7 +108,8 @@ class BIFIT(nn.Module):
         self.poolout_module = SentencePooler(hidden_dim)
 
         self.pixel_decoder = CrossModalFPNDecoder([backbone.num_channels[0]] + [hidden_dim] * 3, conv_dim=hidden_dim,
-                                                  mask_dim=mask_dim, dim_feedforward=dim_feedforward)
+                                                  mask_dim=mask_dim, dim_feedforward=dim_feedforward,
+                                                  activation_checkpointing=activation_checkpointing)
         self.rel_coord = rel_coord
         self.dynamic_mask_channels = dynamic_mask_channels
         self.weight_nums, self.bias_nums = dynamic_param_sizes(mask_dim, dynamic_mask_channels,
@@ -263,6 +265,15 @@ def check_supported(args) -> None:
         raise ValueError('--pre_norm is not supported: the released BIFIT models are post-norm')
 
 
+def leaves_parameters_unused(args) -> bool:
+    """Whether a training step with these options leaves trainable parameters without a gradient (what
+    DistributedDataParallel's `find_unused_parameters` is for): without the auxiliary losses
+    (`--no_aux_loss`) the heads of the intermediate decoder layers feed nothing but the detached box
+    refinement. Under every other option each trainable parameter gets a gradient
+    (tests/test_model_variants.py)."""
+    return not args.aux_loss
+
+
 def build_bifit(args) -> BIFIT:
     check_supported(args)
     weights_from_checkpoint = bool(args.resume or args.pretrained_weights)
@@ -272,4 +283,5 @@ def build_bifit(args) -> BIFIT:
                  mask_dim=args.mask_dim, dim_feedforward=args.dim_feedforward, controller_layers=args.controller_layers,
                  dynamic_mask_channels=args.dynamic_mask_channels, aux_loss=args.aux_loss,
                  with_box_refine=args.with_box_refine, rel_coord=args.rel_coord,
-                 freeze_text_encoder=args.freeze_text_encoder)
+                 freeze_text_encoder=args.freeze_text_encoder,
+                 activation_checkpointing=args.activation_checkpointing)

@@ -2,6 +2,7 @@
 
 Levels are laid out per frame: `[(B T), S, C]` with S = sum of h_l * w_l over the 4 levels.
 """
+import functools
 from typing import List, Optional, Tuple
 
 import torch
@@ -9,7 +10,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .inter_frame import InterFrameInteraction
-from .layers import clones, post_norm_ffn
+from .layers import checkpointed, clones, post_norm_ffn
 from .ops import MSDeformAttn
 from .ops.functions import Shapes
 
@@ -40,9 +41,10 @@ class DeformableTransformerEncoderLayer(nn.Module):
 
 
 class DeformableTransformerEncoder(nn.Module):
-    def __init__(self, encoder_layer: nn.Module, num_layers: int):
+    def __init__(self, encoder_layer: nn.Module, num_layers: int, activation_checkpointing: bool = False):
         super().__init__()
         self.layers = clones(encoder_layer, num_layers)
+        self.activation_checkpointing = activation_checkpointing
 
     @staticmethod
     def get_reference_points(spatial_shapes: List[Tuple[int, int]], valid_ratios: Tensor) -> Tensor:
@@ -62,7 +64,8 @@ class DeformableTransformerEncoder(nn.Module):
                 level_start_index: Tensor, valid_ratios: Tensor, pos: Tensor, padding_mask: Tensor) -> Tensor:
         reference_points = self.get_reference_points(shapes, valid_ratios)
         for layer in self.layers:
-            src = layer(src, pos, reference_points, spatial_shapes, level_start_index, padding_mask, shapes)
+            src = checkpointed(functools.partial(layer, shapes=shapes), src, pos, reference_points, spatial_shapes,
+                               level_start_index, padding_mask, enabled=self.activation_checkpointing)
         return src
 
 
@@ -137,13 +140,14 @@ class DeformableTransformerDecoder(nn.Module):
 class DeformableTransformer(nn.Module):
     def __init__(self, d_model: int = 256, nhead: int = 8, num_encoder_layers: int = 4,
                  num_decoder_layers: int = 4, num_query_encoder_layers: int = 1, dim_feedforward: int = 2048,
-                 dropout: float = 0.1, num_feature_levels: int = 4, dec_n_points: int = 4, enc_n_points: int = 4):
+                 dropout: float = 0.1, num_feature_levels: int = 4, dec_n_points: int = 4, enc_n_points: int = 4,
+                 activation_checkpointing: bool = False):
         super().__init__()
         self.d_model = d_model
         self.num_feature_levels = num_feature_levels
         encoder_layer = DeformableTransformerEncoderLayer(d_model, dim_feedforward, dropout,
                                                           num_feature_levels, nhead, enc_n_points)
-        self.encoder = DeformableTransformerEncoder(encoder_layer, num_encoder_layers)
+        self.encoder = DeformableTransformerEncoder(encoder_layer, num_encoder_layers, activation_checkpointing)
         decoder_layer = DeformableTransformerDecoderLayer(d_model, dim_feedforward, dropout,
                                                           num_feature_levels, nhead, dec_n_points)
         inter_frame = InterFrameInteraction(d_model, nhead, dim_feedforward, dropout, num_query_encoder_layers)
@@ -207,4 +211,5 @@ def build_deformable_transformer(args) -> DeformableTransformer:
         d_model=args.hidden_dim, nhead=args.nheads, num_encoder_layers=args.enc_layers,
         num_decoder_layers=args.dec_layers, num_query_encoder_layers=args.query_enc_layers,
         dim_feedforward=args.dim_feedforward, dropout=args.dropout, num_feature_levels=args.num_feature_levels,
-        dec_n_points=args.dec_n_points, enc_n_points=args.enc_n_points)
+        dec_n_points=args.dec_n_points, enc_n_points=args.enc_n_points,
+        activation_checkpointing=args.activation_checkpointing)

@@ -5,6 +5,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 # Without autograd, the token-wise computations (the feed-forward blocks, the token-wise layers of the pixel
 # decoder's vision-language blocks, the gather of deformable attention) run over chunks of tokens whose
@@ -33,6 +34,15 @@ def clones(module: nn.Module, n: int) -> nn.ModuleList:
     return nn.ModuleList(copy.deepcopy(module) for _ in range(n))
 
 
+def checkpointed(function: Callable[..., Tensor], *inputs: Tensor, enabled: bool) -> Tensor:
+    """`function(*inputs)`; when `enabled` and autograd is on, its intermediate activations are not stored
+    but recomputed in the backward pass (non-reentrant `torch.utils.checkpoint`, random state replayed, so
+    dropout draws the same masks): `--activation_checkpointing`."""
+    if enabled and torch.is_grad_enabled():
+        return checkpoint(function, *inputs, use_reentrant=False)
+    return function(*inputs)
+
+
 def apply_in_chunks(function: Callable[..., Tensor], tensors: Sequence[Tensor], rows: int) -> Tensor:
     """`function(*tensors)` for a function that treats the rows (dim 0) independently, computed over
     chunks of `rows` rows and written into one output tensor."""
@@ -50,12 +60,17 @@ def post_norm_ffn(x: Tensor, linear1: nn.Linear, linear2: nn.Linear, dropout: nn
                   residual_dropout: nn.Module, norm: nn.LayerNorm) -> Tensor:
     """`norm(x + residual_dropout(linear2(dropout(relu(linear1(x))))))` of tokens `[..., C]`.
 
-    Without autograd it runs over chunks of tokens (`CHUNK_ELEMENTS`).
+    It runs over chunks of tokens (`CHUNK_ELEMENTS`); with autograd, each chunk stores only its input and
+    recomputes its hidden layer in the backward pass, so no hidden layer of all tokens is ever held.
     """
     def ffn(tokens: Tensor) -> Tensor:
         return norm(tokens + residual_dropout(linear2(dropout(F.relu(linear1(tokens), inplace=True)))))
 
-    if torch.is_grad_enabled():
-        return ffn(x)
     rows = max(1, CHUNK_ELEMENTS // linear1.out_features)
-    return apply_in_chunks(ffn, [x.reshape(-1, x.shape[-1])], rows).view(x.shape)
+    tokens = x.reshape(-1, x.shape[-1])
+    if not torch.is_grad_enabled():
+        return apply_in_chunks(ffn, [tokens], rows).view(x.shape)
+    if tokens.shape[0] <= rows:
+        return ffn(x)
+    chunks = [checkpoint(ffn, chunk, use_reentrant=False) for chunk in tokens.split(rows)]
+    return torch.cat(chunks).view(x.shape)

@@ -1,5 +1,6 @@
 """Cross-modal FPN pixel decoder: the mask features, with the words attended at every scale."""
-from typing import List
+import functools
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -8,7 +9,7 @@ from torch import Tensor, nn
 
 from util.misc import NestedTensor, downsample_mask
 from . import layers
-from .layers import apply_in_chunks, post_norm_ffn
+from .layers import apply_in_chunks, checkpointed, post_norm_ffn
 
 
 class ConvNorm(nn.Conv2d):
@@ -106,8 +107,9 @@ class CrossModalFPNDecoder(nn.Module):
     sr_ratios = (8, 4, 2, 1)
 
     def __init__(self, feature_channels: List[int], conv_dim: int, mask_dim: int, dim_feedforward: int = 2048,
-                 norm_groups: int = 8, nhead: int = 8):
+                 norm_groups: int = 8, nhead: int = 8, activation_checkpointing: bool = False):
         super().__init__()
+        self.activation_checkpointing = activation_checkpointing
         for stage, in_channels in enumerate(feature_channels, start=1):
             self.add_module(f'adapter_{stage}', ConvNorm(in_channels, conv_dim, 1, False, norm_groups))
             self.add_module(f'layer_{stage}', ConvNorm(conv_dim, conv_dim, 3, False, norm_groups, relu=True))
@@ -128,15 +130,24 @@ class CrossModalFPNDecoder(nn.Module):
         inputs = [features[0].tensors] + list(memory)
         y = None
         for stage in range(self.num_stages, 0, -1):
-            x = getattr(self, f'adapter_{stage}')(inputs[stage - 1])
-            h, w = x.shape[-2:]
-            x = getattr(self, f'cross_attn_{stage}')(
-                tgt=rearrange(x, '(b t) c h w -> (t h w) b c', t=num_frames), memory=words, t=num_frames, h=h, w=w,
-                tgt_key_padding_mask=rearrange(features[stage - 1].mask, '(b t) h w -> b (t h w)', t=num_frames),
-                memory_key_padding_mask=word_mask, pos=text_pos,
-                query_pos=rearrange(pos[stage - 1], '(b t) c h w -> (t h w) b c', t=num_frames))
-            x = rearrange(x, '(t h w) b c -> (b t) c h w', t=num_frames, h=h, w=w)
-            if y is not None:
-                x = x.add_(F.interpolate(y, size=(h, w), mode='nearest'))
-            y = getattr(self, f'layer_{stage}')(x)
+            run_stage = functools.partial(self.stage, stage, mask=features[stage - 1].mask, num_frames=num_frames)
+            y = checkpointed(run_stage, inputs[stage - 1], pos[stage - 1], words, word_mask, text_pos, y,
+                             enabled=self.activation_checkpointing)
         return self.mask_features(y)
+
+    def stage(self, stage: int, features: Tensor, pos: Tensor, words: Tensor, word_mask: Tensor, text_pos: Tensor,
+              coarser: Optional[Tensor], mask: Tensor, num_frames: int) -> Tensor:
+        """Stage `stage` of the top-down pass: its input level `[(B T), C_s, h, w]` (mask `[(B T), h, w]`),
+        fused with the sentence and with the upsampled output of the coarser stage (None for the
+        coarsest) -> `[(B T), conv_dim, h, w]`."""
+        x = getattr(self, f'adapter_{stage}')(features)
+        h, w = x.shape[-2:]
+        x = getattr(self, f'cross_attn_{stage}')(
+            tgt=rearrange(x, '(b t) c h w -> (t h w) b c', t=num_frames), memory=words, t=num_frames, h=h, w=w,
+            tgt_key_padding_mask=rearrange(mask, '(b t) h w -> b (t h w)', t=num_frames),
+            memory_key_padding_mask=word_mask, pos=text_pos,
+            query_pos=rearrange(pos, '(b t) c h w -> (t h w) b c', t=num_frames))
+        x = rearrange(x, '(t h w) b c -> (b t) c h w', t=num_frames, h=h, w=w)
+        if coarser is not None:
+            x = x.add_(F.interpolate(coarser, size=(h, w), mode='nearest'))
+        return getattr(self, f'layer_{stage}')(x)

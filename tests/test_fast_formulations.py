@@ -142,12 +142,21 @@ def test_folded_frozen_batch_norm_equals_torchvision(name):
 def test_chunked_feed_forward_equals_all_tokens(monkeypatch):
     torch.manual_seed(0)
     linear1, linear2, norm = torch.nn.Linear(8, 32), torch.nn.Linear(32, 8), torch.nn.LayerNorm(8)
-    x = torch.randn(13, 2, 8)
-    expected = models.layers.post_norm_ffn(x, linear1, linear2, torch.nn.Identity(), torch.nn.Identity(), norm)
+    x = torch.randn(13, 2, 8, requires_grad=True)
+    parameters = [x, *linear1.parameters(), *linear2.parameters(), *norm.parameters()]
+    grad_output = torch.randn(13, 2, 8)
+
+    def output_and_grads():
+        output = models.layers.post_norm_ffn(x, linear1, linear2, torch.nn.Identity(), torch.nn.Identity(), norm)
+        return [output.detach(), *torch.autograd.grad(output, parameters, grad_output)]
+
+    expected = output_and_grads()
     monkeypatch.setattr(models.layers, 'CHUNK_ELEMENTS', 3 * 32)
     with torch.no_grad():
         chunked = models.layers.post_norm_ffn(x, linear1, linear2, torch.nn.Identity(), torch.nn.Identity(), norm)
-    torch.testing.assert_close(chunked, expected)
+    torch.testing.assert_close(chunked, expected[0])
+    for ours, reference in zip(output_and_grads(), expected):
+        torch.testing.assert_close(ours, reference)
 
 
 def small_model(flags=()):
@@ -271,6 +280,62 @@ def test_forward_reads_nothing_back_on_the_host(monkeypatch, annotated):
     with torch.no_grad(), HostReads() as mode:
         model(videos, CAPTIONS, targets)
     assert mode.reads == []
+
+
+def test_training_backward_reads_nothing_back_on_the_host(monkeypatch):
+    """The backward pass and the gradient clipping of a training step (engine.py) never wait for the device:
+    no operator that reads values back, no Tensor.item/tolist/__bool__. (AdamW's step counters live on the
+    host unless the optimiser is fused or capturable, so its step is left out.)"""
+    model, criterion = small_model()
+    model.train()
+    videos = random_clips(2, 2, SMALL_SIZES)
+    targets = clip_targets(videos)
+    total, _ = weighted_loss(criterion, model(videos, CAPTIONS, targets), targets)
+    calls = []
+    for method in ('item', 'tolist', '__bool__'):
+        original = getattr(torch.Tensor, method)
+        monkeypatch.setattr(torch.Tensor, method, lambda *a, _name=method, _original=original:
+                            calls.append(_name) or _original(*a))
+    with HostReads() as mode:
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+    assert mode.reads == [] and calls == []
+
+
+def test_activation_checkpointing_keeps_losses_and_gradients_and_stores_less():
+    """`--activation_checkpointing`: the same losses and gradients (dropout on: the recomputation replays
+    the random state), and fewer bytes saved for the backward pass."""
+    model, criterion = small_model(['--activation_checkpointing'])
+    model.train()
+    videos = random_clips(2, 2, SMALL_SIZES)
+    targets = clip_targets(videos)
+    switches = [m for m in model.modules() if hasattr(m, 'activation_checkpointing')]
+    assert len(switches) == 3 and all(m.activation_checkpointing for m in switches)
+
+    def step():
+        saved = []
+
+        def pack(tensor):
+            saved.append(tensor.numel() * tensor.element_size())
+            return tensor
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            total, losses = weighted_loss(criterion, model(videos, CAPTIONS, targets), targets)
+        total.backward()
+        return losses, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, sum(saved)
+
+    checkpointed_losses, checkpointed_grads, checkpointed_bytes = step()
+    for module in switches:
+        module.activation_checkpointing = False
+    losses, grads, stored_bytes = step()
+    assert checkpointed_bytes < 0.7 * stored_bytes
+    for name, value in losses.items():
+        assert checkpointed_losses[name].item() == pytest.approx(value.item(), abs=1e-5), name
+    assert checkpointed_grads.keys() == grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(checkpointed_grads[name], grad, rtol=1e-4, atol=1e-5 * grad.abs().max().item() + 1e-8,
+                                   msg=name)
 
 
 def assert_mixed_precision_close(model, criterion, device, autocast_context):

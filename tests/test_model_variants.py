@@ -4,7 +4,7 @@ parameters, and does what it says. The options are those of the released model a
 import pytest
 import torch
 
-from models import build_model
+from models import build_model, leaves_parameters_unused
 from models.ops import MSDeformAttn
 from tests.conftest import (CAPTIONS, CLIP_SIZES, SMALL_MODEL, assert_gradients_reach_the_trainable_parameters,
                             clip_targets, parse_args, random_clips, weighted_loss)
@@ -182,3 +182,19 @@ def test_building_leaves_the_options_alone():
         before = dict(vars(args))
         build_model(args)
         assert vars(args) == before
+
+
+@pytest.mark.parametrize('flags', [[], ['--no_aux_loss']], ids=['default', 'no-aux-loss'])
+def test_ddp_looks_for_unused_parameters_exactly_where_a_step_leaves_some(flags):
+    """main.py passes `find_unused_parameters=leaves_parameters_unused(args)` to DistributedDataParallel:
+    a parameter that stops getting a gradient under the default options (DDP would hang or fail) or an
+    option that newly uses every parameter (DDP's graph traversal and warning each step) fails here."""
+    torch.manual_seed(0)
+    args = parse_args(SMALL_MODEL + flags)
+    model, criterion, _ = build_model(args)
+    model.train()
+    targets = step_targets()
+    total, _ = weighted_loss(criterion, model(random_clips(2, 2, CLIP_SIZES), CAPTIONS, targets), targets)
+    total.backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert bool(unused) == leaves_parameters_unused(args), unused[:5]

@@ -16,14 +16,16 @@ serves as well (random weights):
 Random weights everywhere, with random (rather than zero) sampling-offset and attention-weight
 projections so that every query of the deformable attention samples its own locations.
 
-For each formulation (`fast`: the model as it is; `reference`: the same weights run in the
+For each formulation (`fast`: the model as it is; `checkpointed`: the same with
+`--activation_checkpointing`, training step only; `reference`: the same weights run in the
 straightforward formulation of `tools/reference_formulation.py`) it measures the eval-mode forward
 pass on one clip (no_grad; min and median of `--repeats` runs after a warm-up; the runs of the two
 formulations are interleaved so that both see the same machine load), the peak memory of the
 warm-up pass (CPU: the largest increase of the resident set size over its value before the pass,
 via VmHWM; CUDA: `torch.cuda.max_memory_allocated` over the allocation before the pass), and the
 training step (forward, loss, backward; the clip padded to a multiple of 32 as the training
-loader does; peak memory of a warm-up step, then the min of `--train_repeats` steps). The
+loader does; peak memory of a warm-up step, then the min of `--train_repeats` steps; the steps of the
+formulations interleaved; each formulation's time and memory also as a ratio to the reference's). The
 outputs of the two warm-up passes must agree within the tolerances of the reference fixture
 (logits, boxes, reference points 1e-4; mask logits 1e-4 of their largest magnitude): the exit
 status is 1 when they do not. The load average before and after is printed: the machine may be
@@ -72,7 +74,7 @@ from util.misc import nested_tensor_from_videos_list  # noqa: E402
 from util.precision import autocast, to_float32  # noqa: E402
 
 CAPTION = 'a man in a red shirt riding a bike on the left side of the road'
-FORMULATIONS = ('fast', 'reference')
+FORMULATIONS = ('fast', 'checkpointed', 'reference')
 SECTIONS = ('clip', 'dataset')
 ATOL = 1e-4
 
@@ -96,7 +98,7 @@ def get_benchmark_parser() -> argparse.ArgumentParser:
     group.add_argument('--clip_len', default=0, type=int,
                        help='frames per forward pass of the dataset inference (0: whole videos, as inference_ytvos.py)')
     parser.set_defaults(with_box_refine=True, binary=True, freeze_text_encoder=True, backbone_pretrained='none',
-                        device='cpu')
+                        device='cpu', dropout=0.0)
     return parser
 
 
@@ -194,6 +196,23 @@ def timed(run: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def activation_checkpointing(model: nn.Module):
+    """The model's `--activation_checkpointing` switched on inside the block (every module that has the
+    switch: ResNet body, deformable encoder, pixel decoder), restored on exit."""
+    switches = [module for module in model.modules() if hasattr(module, 'activation_checkpointing')]
+    if not switches:
+        raise RuntimeError('no module of the model has the activation_checkpointing switch any more')
+    saved = [module.activation_checkpointing for module in switches]
+    for module in switches:
+        module.activation_checkpointing = True
+    try:
+        yield
+    finally:
+        for module, value in zip(switches, saved):
+            module.activation_checkpointing = value
+
+
 class Formulation:
     """Runs the model in one formulation: forward passes and training steps."""
 
@@ -213,7 +232,11 @@ class Formulation:
         self.train_memory = 0
 
     def context(self):
-        return reference_formulation(self.model) if self.name == 'reference' else contextlib.nullcontext()
+        if self.name == 'reference':
+            return reference_formulation(self.model)
+        if self.name == 'checkpointed':
+            return activation_checkpointing(self.model)
+        return contextlib.nullcontext()
 
     def forward(self) -> Dict:
         self.model.eval()
@@ -268,27 +291,43 @@ def format_row(label: str, values: List[str], ratio: str = '') -> str:
     return f'{label:<34}' + ''.join(f'{v:>14}' for v in values) + f'{ratio:>12}'
 
 
+def report_training(runs: List[Formulation]) -> None:
+    """Training step time and peak memory of every formulation, and their ratios to the reference's
+    (speed-up: reference time / time; memory: peak / reference peak)."""
+    print(format_row('', [run.name for run in runs]))
+    train_min = [min(run.train_times) for run in runs]
+    print(format_row('train step ms (min)', [f'{1e3 * v:,.0f}' for v in train_min]))
+    print(format_row('train step peak memory increase MB', [f'{run.train_memory / 2 ** 20:,.0f}' for run in runs]))
+    reference = next((run for run in runs if run.name == 'reference'), None)
+    if reference is not None:
+        print(format_row('train step speed-up vs reference',
+                         [f'{min(reference.train_times) / v:.2f}x' for v in train_min]))
+        print(format_row('train step memory vs reference',
+                         [f'{run.train_memory / reference.train_memory:.2f}x' for run in runs]))
+
+
 def report(runs: List[Formulation], args, differences: Optional[Dict[str, tuple]], loads: tuple) -> None:
     device = torch.device(args.device)
     where = describe_device(device, args.threads)
     precision = 'bfloat16 autocast' if args.amp and device.type == 'cuda' else 'float32'
     print(f'\nBIFIT {args.backbone}, {args.frames} frames {args.height}x{args.width}, one clip, {where}, {precision}; '
           f'load average {loads[0]:.2f} before, {loads[1]:.2f} after')
-    print(format_row('', [run.name for run in runs], 'speed-up' if len(runs) == 2 else ''))
-
     def speedup(values: List[float]) -> str:
-        return f'{values[1] / values[0]:.2f}x' if len(values) == 2 and values[0] > 0 else ''
+        """The reference's time over the fast formulation's, whatever the order of `--formulations`."""
+        times = dict(zip([run.name for run in forward_runs], values))
+        return f"{times['reference'] / times['fast']:.2f}x" if times.keys() == {'fast', 'reference'} else ''
 
-    forward_min = [min(run.forward_times) for run in runs]
-    forward_median = [statistics.median(run.forward_times) for run in runs]
+    forward_runs = [run for run in runs if run.forward_times]
+    print(format_row('', [run.name for run in forward_runs], 'speed-up' if len(forward_runs) == 2 else ''))
+    forward_min = [min(run.forward_times) for run in forward_runs]
+    forward_median = [statistics.median(run.forward_times) for run in forward_runs]
     print(format_row('forward ms/clip (min)', [f'{1e3 * v:,.0f}' for v in forward_min], speedup(forward_min)))
     print(format_row('forward ms/clip (median)', [f'{1e3 * v:,.0f}' for v in forward_median], speedup(forward_median)))
     print(format_row('forward frames/s', [f'{args.frames / v:.2f}' for v in forward_min]))
-    print(format_row('forward peak memory increase MB', [f'{run.forward_memory / 2 ** 20:,.0f}' for run in runs]))
+    print(format_row('forward peak memory increase MB',
+                     [f'{run.forward_memory / 2 ** 20:,.0f}' for run in forward_runs]))
     if not args.skip_training:
-        train_min = [min(run.train_times) for run in runs]
-        print(format_row('train step ms (min)', [f'{1e3 * v:,.0f}' for v in train_min], speedup(train_min)))
-        print(format_row('train step peak memory increase MB', [f'{run.train_memory / 2 ** 20:,.0f}' for run in runs]))
+        report_training(runs)
     if differences is not None:
         worst = max(differences, key=lambda k: differences[k][0] / differences[k][1])
         verdict = 'agree' if all(d <= t for d, t in differences.values()) else 'DISAGREE'
@@ -376,14 +415,15 @@ def main(argv=None) -> int:
         return 0 if masks_identical else 1
     video, target = synthetic_clip(args)
     runs = [Formulation(name, model, criterion, video, target, args) for name in args.formulations]
+    forward_runs = [run for run in runs if run.name != 'checkpointed']
 
-    first_outputs = {run.name: run.first_forward() for run in runs}
+    first_outputs = {run.name: run.first_forward() for run in forward_runs}
     differences = None
-    if len(runs) == 2:
+    if {'fast', 'reference'} <= set(first_outputs):
         differences = output_differences(first_outputs['fast'], first_outputs['reference'])
     del first_outputs
     for _ in range(args.repeats):
-        for run in runs:
+        for run in forward_runs:
             run.forward_times.append(timed(run.forward, run.device))
     if not args.skip_training:
         for run in runs:

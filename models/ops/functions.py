@@ -4,7 +4,9 @@
   sample of every channel `[N*M, D, Lq, L*P]` before weighting them.
 - `ms_deform_attn_gather`: the same function as one weighted gather: the four bilinear neighbours
   of every sampling point are read from a table of the zero-padded levels with weights
-  bilinear x attention (`F.embedding_bag`), so nothing of size `D * L * P` per query is stored.
+  bilinear x attention (`F.embedding_bag`), so nothing of size `D * L * P` per query is stored;
+  its backward (`WeightedGather`) scatters the gradient of the table with `index_add_` and takes the
+  gradient of every weight from the gathered neighbours, chunk by chunk.
 """
 from typing import List, Sequence, Tuple, Union
 
@@ -92,6 +94,38 @@ def _gather_rows_and_weights(sampling_locations: Tensor, attention_weights: Tens
     return rows, weights
 
 
+class WeightedGather(torch.autograd.Function):
+    """`output[b] = sum_k weights[b, k] * table[rows[b, k]]`: table `[R, D]`, rows `[B, K]` (integer),
+    weights `[B, K]` -> `[B, D]`. Forward by `F.embedding_bag`; backward over chunks of about
+    `layers.CHUNK_ELEMENTS` elements of the gathered neighbours `[b, K, D]`: the table's gradient
+    accumulated with `index_add_` into zeros, the weights' gradient as the dot product of each gathered
+    row with the output's gradient. Only the gradients that are needed are computed."""
+
+    @staticmethod
+    def forward(ctx, table: Tensor, rows: Tensor, weights: Tensor) -> Tensor:
+        ctx.save_for_backward(table, rows, weights)
+        return F.embedding_bag(rows, table, per_sample_weights=weights, mode='sum')
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        table, rows, weights = ctx.saved_tensors
+        need_table, _, need_weights = ctx.needs_input_grad
+        grad_table = torch.zeros_like(table) if need_table else None
+        grad_weights = torch.empty_like(weights) if need_weights else None
+        bags, neighbours = rows.shape
+        chunk = max(1, layers.CHUNK_ELEMENTS // (neighbours * table.shape[1]))
+        for start in range(0, bags, chunk):
+            chunk_rows = rows[start:start + chunk]
+            chunk_grad = grad_output[start:start + chunk]
+            if need_weights:
+                gathered = table[chunk_rows]  # [b, K, D]
+                torch.bmm(gathered, chunk_grad[:, :, None], out=grad_weights[start:start + chunk, :, None])
+            if need_table:
+                contributions = weights[start:start + chunk, :, None] * chunk_grad[:, None, :]
+                grad_table.index_add_(0, chunk_rows.reshape(-1), contributions.reshape(-1, table.shape[1]))
+        return grad_table, None, grad_weights
+
+
 def ms_deform_attn_gather(value: Tensor, shapes: Shapes, sampling_locations: Tensor,
                           attention_weights: Tensor) -> Tensor:
     """`ms_deform_attn_pytorch` as weighted gathers of the four bilinear neighbours of every point.
@@ -120,7 +154,6 @@ def ms_deform_attn_gather(value: Tensor, shapes: Shapes, sampling_locations: Ten
                                                  attention_weights[:, start:start + chunk].to(dtype),
                                                  shapes, level_rows, index_dtype)
         bags = rows.shape[:3].numel()
-        sampled = F.embedding_bag(rows.reshape(bags, -1), table, per_sample_weights=weights.reshape(bags, -1),
-                                  mode='sum')
+        sampled = WeightedGather.apply(table, rows.reshape(bags, -1), weights.reshape(bags, -1))
         outputs.append(sampled.reshape(n, -1, heads * channels))
     return torch.cat(outputs, 1).to(value.dtype)
