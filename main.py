@@ -27,7 +27,7 @@ from datasets import build_dataset, ground_truth_file
 from datasets.loaders import build_data_loader, set_epoch
 from engine import evaluate_a2d, evaluate_mask_iou, train_one_epoch
 from inference import describe_model
-from models import build_model
+from models import build_model, leaves_parameters_unused
 from util.checkpoint import (compare_state_dicts, load_checkpoint, load_model_weights, model_state_dict,
                              newest_checkpoint, read_checkpoint, save_training_checkpoint, tensor_bytes)
 from util.cli import ArgumentParser, run
