@@ -30,7 +30,7 @@ from inference import describe_model
 from models import build_model, leaves_parameters_unused
 from util.checkpoint import (compare_state_dicts, load_checkpoint, load_model_weights, model_state_dict,
                              newest_checkpoint, read_checkpoint, save_training_checkpoint, tensor_bytes)
-from util.cli import ArgumentParser, run
+from util.cli import ArgumentParser, UserError, run
 from util.curves import TrainingCurves
 from util.files import output_lock, remove_stale_temporaries, require_free_space
 from util.logger import setup_logging
@@ -95,7 +95,7 @@ def check_optimizer_state(saved: Dict, optimizer: torch.optim.Optimizer, source:
     misfits = [f'{tuple(moments[index].shape)} vs {tuple(parameter.shape)}' for index, parameter in pairs
                if index in moments and moments[index].shape != parameter.shape]
     if saved_sizes != sizes or misfits:
-        raise RuntimeError(
+        raise UserError(
             f"{source}: its optimizer state does not fit this model's parameter groups (parameters per group "
             f"{saved_sizes} vs {sizes}; shape mismatches: {', '.join(misfits[:3]) or 'none'}): was it trained "
             f"with other --lr_*_names, --lr_backbone 0 or --freeze_text_encoder settings, or another model?")

@@ -27,6 +27,7 @@ import util.files
 from tests.conftest import ROOT, SMALL_MODEL, offline_flags
 from tests.test_inference_scripts import demo_args, read_meta, ytvos_args
 from util.checkpoint import newest_checkpoint, save_training_checkpoint
+from util.cli import UserError
 from util.files import link_or_copy, output_lock, remove_stale_temporaries
 from util.inference_workers import run_sharded
 from util.mask_folders import Expression, is_written, write_masks
@@ -210,7 +211,7 @@ def test_a_full_disk_is_said_before_the_save(tmp_path, monkeypatch):
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, 'disk_usage', lambda path: usage._replace(free=2 ** 20))
     checkpoint = {'epoch': 0, 'model': {'w': torch.zeros(2 ** 20)}}  # 4 MB
-    with pytest.raises(OSError, match=f'disk full/short: need 5 MB in {tmp_path} \\(1 MB free\\)'):
+    with pytest.raises(UserError, match=f'disk full/short: need 5 MB in {tmp_path} \\(1 MB free\\)'):
         save_training_checkpoint(checkpoint, str(tmp_path), 0)
     assert list(tmp_path.iterdir()) == []
 
@@ -220,7 +221,7 @@ def test_a_disk_that_fills_during_the_save_is_said_so(tmp_path, monkeypatch):
         f.write(b'partial')
         raise OSError(28, 'No space left on device')
     monkeypatch.setattr(torch, 'save', full_disk)
-    with pytest.raises(OSError, match=f'disk full/short: need 1 MB in {tmp_path}'):
+    with pytest.raises(UserError, match=f'disk full/short: need 1 MB in {tmp_path}'):
         save_training_checkpoint({'epoch': 0}, str(tmp_path), 0)
     assert list(tmp_path.iterdir()) == [], 'no partial or temporary file'
 
@@ -229,7 +230,7 @@ def test_training_checks_the_free_space_before_the_first_epoch(synthetic_data, t
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(util.files.shutil, 'disk_usage', lambda path: usage._replace(free=0))
     monkeypatch.setattr(train_main, 'train_one_epoch', lambda *a, **k: pytest.fail('trained on a full disk'))
-    with pytest.raises(OSError, match=f'disk full/short: need \\d+ MB in {tmp_path / "run"} \\(0 MB free\\)'):
+    with pytest.raises(UserError, match=f'disk full/short: need \\d+ MB in {tmp_path / "run"} \\(0 MB free\\)'):
         train_main.main(training_args(synthetic_data, tmp_path / 'run', 1))
 
 

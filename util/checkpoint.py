@@ -1,7 +1,6 @@
 """Reading checkpoints (BIFIT's, and the pretrained weights of its parts) and loading them into a model,
 writing checkpoints atomically, and the training checkpoints of an output folder: `checkpoint.pth` written
 once per epoch, `checkpointNNNN.pth` a hard link to it, the newest complete one found to continue from."""
-import errno
 import logging
 import os
 import re
@@ -11,7 +10,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from util.cli import UserError
+from util.cli import UserError, disk_full
 from util.files import atomic_write, disk_short, link_or_copy, require_free_space
 
 logger = logging.getLogger(__name__)
@@ -151,7 +150,7 @@ def save_training_checkpoint(checkpoint: Dict, folder: str, epoch: int) -> Path:
         save_checkpoint_atomic(checkpoint, str(last))
         link_or_copy(last, folder / f'checkpoint{epoch:04}.pth')
     except (OSError, RuntimeError) as error:
-        if getattr(error, 'errno', None) == errno.ENOSPC:
+        if disk_full(error) is not None:
             raise disk_short(folder, size) from error
         require_free_space(folder, size)  # a write that failed as the disk filled says so
         raise

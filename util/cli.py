@@ -69,7 +69,7 @@ def check_writable(path, what: str) -> Path:
 
 def _message(error: BaseException) -> str:
     full = disk_full(error)
-    if full is not None and not isinstance(error, DiskFullError):
+    if full is not None and not isinstance(error, UserError):
         error = DiskFullError(full.filename or 'a file')
     return ' '.join(str(error).split())
 

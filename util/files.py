@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator, List, Union
 
-from util.cli import DiskFullError, disk_full
+from util.cli import DiskFullError, UserError, disk_full
 
 PathLike = Union[str, os.PathLike]
 # The temporary files of `atomic_write` (`.<name>.<8 hex digits>.tmp`) and of the tempfile-based saves of
@@ -111,10 +111,10 @@ def remove_stale_temporaries(folder: PathLike) -> List[Path]:
     return stale
 
 
-def disk_short(folder: PathLike, size: int) -> OSError:
+def disk_short(folder: PathLike, size: int) -> UserError:
     """The error that says `folder` has no room for `size` more bytes."""
     free = shutil.disk_usage(folder).free
-    return OSError(f'disk full/short: need {size / 2 ** 20:.0f} MB in {folder} ({free / 2 ** 20:.0f} MB free)')
+    return UserError(f'disk full/short: need {size / 2 ** 20:.0f} MB in {folder} ({free / 2 ** 20:.0f} MB free)')
 
 
 def require_free_space(folder: PathLike, size: int) -> None:
@@ -136,8 +136,8 @@ def output_lock(folder: PathLike) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             other = os.pread(handle, 32, 0).decode(errors='replace').strip() or 'unknown'
-            raise RuntimeError(f'{folder} is in use by another run (pid {other}): wait for it to end or choose '
-                               f'another output folder') from None
+            raise UserError(f'{folder} is in use by another run (pid {other}): wait for it to end or choose '
+                            f'another output folder') from None
         os.ftruncate(handle, 0)
         os.pwrite(handle, f'{os.getpid()}\n'.encode(), 0)
         yield

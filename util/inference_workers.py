@@ -10,6 +10,7 @@ import torch
 import torch.multiprocessing as mp
 from tqdm import tqdm
 
+from util.cli import UserError
 from util.processes import die_with_parent
 
 # How often the parent looks at its workers while it waits for their progress.
@@ -42,6 +43,9 @@ def _worker(target: Callable, rank: int, args, share, progress, parent: int = No
     try:
         device = worker_device(rank, args)
         target(device, args, share, progress)
+    except UserError as error:
+        progress.put(('user error', str(error)))
+        raise SystemExit(1) from None
     except BaseException:
         progress.put(f'worker {rank} failed:\n{traceback.format_exc()}')
         raise
@@ -72,6 +76,8 @@ def run_sharded(target: Callable, args, shares: Sequence, total: int, desc: str)
             except queues.Empty:
                 check_workers(processes)
                 continue
+            if isinstance(message, tuple):
+                raise UserError(message[1])
             if isinstance(message, str):
                 raise RuntimeError(message)
             done += message
@@ -92,16 +98,16 @@ def run_sharded(target: Callable, args, shares: Sequence, total: int, desc: str)
 
 
 def check_workers(processes: Sequence, finished: bool = False) -> None:
-    """A RuntimeError naming the first worker that ended with a non-zero exit code (negative: killed by that
+    """A UserError naming the first worker that ended with a non-zero exit code (negative: killed by that
     signal), or, unless `finished`, when all ended before reporting all their work."""
     for rank, process in enumerate(processes):
         if process.exitcode not in (None, 0):
             signal = f' (killed by signal {-process.exitcode})' if process.exitcode < 0 else ''
-            raise RuntimeError(f'inference worker {rank} (pid {process.pid}) died with exit code '
-                               f'{process.exitcode}{signal}; the other workers were stopped; the same command '
-                               f'resumes the work')
+            raise UserError(f'inference worker {rank} (pid {process.pid}) died with exit code '
+                            f'{process.exitcode}{signal}; the other workers were stopped; the same command '
+                            f'resumes the work')
     if not finished and all(process.exitcode is not None for process in processes):
-        raise RuntimeError('the inference workers ended before reporting all their work')
+        raise UserError('the inference workers ended before reporting all their work')
 
 
 def split_evenly(items: List, num_shares: int) -> List[List]:
