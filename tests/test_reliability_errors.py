@@ -84,11 +84,12 @@ def test_nan_outputs_warn_and_fail_without_a_submission(synthetic_data, small_ch
                                                         monkeypatch):
     real = inference.predict_video
 
-    def nan_for_the_first(model, clip, text, device, args):
-        outputs = real(model, clip, text, device, args)
-        if text == first_text:
-            outputs['pred_masks'] = torch.full_like(outputs['pred_masks'], float('nan'))
-        return outputs
+    def nan_for_the_first(model, clip, texts, device, args):
+        all_outputs = real(model, clip, texts, device, args)
+        for text, outputs in zip(texts, all_outputs):
+            if text == first_text:
+                outputs['pred_masks'] = torch.full_like(outputs['pred_masks'], float('nan'))
+        return all_outputs
 
     setup_logging()  # to this test's captured stdout
     expressions = inference_ytvos.expressions_to_segment(
