@@ -268,6 +268,8 @@ def test_config_with_an_unknown_flag_names_the_file_and_flag(tmp_path, capsys):
     assert_one_line_error(status, err, f'--config {recipe}', 'unknown flag --no_such_flag')
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_reference_formulation_help_works():
     done = subprocess.run([sys.executable, 'tools/reference_formulation.py', '--help'], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
