@@ -5,10 +5,10 @@
 - `ms_deform_attn_gather`: the same function as one weighted gather: the four bilinear neighbours
   of every sampling point are read from a table of the zero-padded levels with weights
   bilinear x attention (`F.embedding_bag`), so nothing of size `D * L * P` per query is stored;
-  its backward (`WeightedGather`) scatters the gradient of the table with `index_add_` and takes the
-  gradient of every weight from the gathered neighbours, chunk by chunk.
+  with autograd (`DeformableSampling`) its backward pass is that of the per-level `grid_sample`
+  (`sampling_gradients`), over chunks of queries.
 """
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -94,48 +94,11 @@ def _gather_rows_and_weights(sampling_locations: Tensor, attention_weights: Tens
     return rows, weights
 
 
-class WeightedGather(torch.autograd.Function):
-    """`output[b] = sum_k weights[b, k] * table[rows[b, k]]`: table `[R, D]`, rows `[B, K]` (integer),
-    weights `[B, K]` -> `[B, D]`. Forward by `F.embedding_bag`; backward over chunks of about
-    `layers.CHUNK_ELEMENTS` elements of the gathered neighbours `[b, K, D]`: the table's gradient
-    accumulated with `index_add_` into zeros, the weights' gradient as the dot product of each gathered
-    row with the output's gradient. Only the gradients that are needed are computed."""
-
-    @staticmethod
-    def forward(ctx, table: Tensor, rows: Tensor, weights: Tensor) -> Tensor:
-        ctx.save_for_backward(table, rows, weights)
-        return F.embedding_bag(rows, table, per_sample_weights=weights, mode='sum')
-
-    @staticmethod
-    def backward(ctx, grad_output: Tensor):
-        table, rows, weights = ctx.saved_tensors
-        need_table, _, need_weights = ctx.needs_input_grad
-        grad_table = torch.zeros_like(table) if need_table else None
-        grad_weights = torch.empty_like(weights) if need_weights else None
-        bags, neighbours = rows.shape
-        chunk = max(1, layers.CHUNK_ELEMENTS // (neighbours * table.shape[1]))
-        for start in range(0, bags, chunk):
-            chunk_rows = rows[start:start + chunk]
-            chunk_grad = grad_output[start:start + chunk]
-            if need_weights:
-                gathered = table[chunk_rows]  # [b, K, D]
-                torch.bmm(gathered, chunk_grad[:, :, None], out=grad_weights[start:start + chunk, :, None])
-            if need_table:
-                contributions = weights[start:start + chunk, :, None] * chunk_grad[:, None, :]
-                grad_table.index_add_(0, chunk_rows.reshape(-1), contributions.reshape(-1, table.shape[1]))
-        return grad_table, None, grad_weights
-
-
-def ms_deform_attn_gather(value: Tensor, shapes: Shapes, sampling_locations: Tensor,
-                          attention_weights: Tensor) -> Tensor:
-    """`ms_deform_attn_pytorch` as weighted gathers of the four bilinear neighbours of every point.
-
-    value `[N, S, M, D]`, shapes: (h, w) of the L levels as Python ints, sampling_locations
-    `[N, Lq, M, L, P, 2]`, attention_weights `[N, Lq, M, L, P]` -> `[N, Lq, M*D]` in value's dtype.
-    Computes in the wider of the dtypes of value and locations (float32 for a half-precision value).
+def gathered_samples(value: Tensor, shapes: Shapes, sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+    """The forward pass of `ms_deform_attn_gather` (not differentiable): weighted gathers (`F.embedding_bag`)
+    of the four bilinear neighbours of every sampling point from the table of `zero_padded_levels`.
     Queries are processed in chunks of about `layers.CHUNK_ELEMENTS` sampling entries (query x head x
-    level x point x corner; about 16 bytes an entry with the temporaries of its index and weight).
-    """
+    level x point x corner; about 16 bytes an entry with the temporaries of its index and weight)."""
     n, _, heads, channels = value.shape
     queries, _, levels, points = sampling_locations.shape[1:5]
     dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
@@ -154,6 +117,97 @@ def ms_deform_attn_gather(value: Tensor, shapes: Shapes, sampling_locations: Ten
                                                  attention_weights[:, start:start + chunk].to(dtype),
                                                  shapes, level_rows, index_dtype)
         bags = rows.shape[:3].numel()
-        sampled = WeightedGather.apply(table, rows.reshape(bags, -1), weights.reshape(bags, -1))
+        sampled = F.embedding_bag(rows.reshape(bags, -1), table, per_sample_weights=weights.reshape(bags, -1),
+                                  mode='sum')
         outputs.append(sampled.reshape(n, -1, heads * channels))
     return torch.cat(outputs, 1).to(value.dtype)
+
+
+def sampling_gradients(grad_output: Tensor, value: Tensor, shapes: Shapes, sampling_locations: Tensor,
+                       attention_weights: Tensor, needs: Tuple[bool, bool, bool]) -> List[Optional[Tensor]]:
+    """The gradients of `ms_deform_attn_pytorch` with respect to (value, sampling_locations,
+    attention_weights), those that `needs` asks for (None for the others), from grad_output `[N, Lq, M*D]`.
+
+    Per level, the backward of `grid_sample` (`aten.grid_sampler_2d_backward`: the value's gradient
+    scattered to the four bilinear neighbours, the locations' from the neighbours' differences) with the
+    sample gradients `attention x grad_output`; the attention weights' gradient as the dot product of the
+    re-sampled values with grad_output. Over chunks of queries whose samples `[(N M), D, q, P]` hold about
+    `layers.CHUNK_ELEMENTS` elements."""
+    need_value, need_locations, need_attention = needs
+    n, _, heads, channels = value.shape
+    queries, _, _, points = attention_weights.shape[1:]
+    chunk = max(1, layers.CHUNK_ELEMENTS // (n * heads * channels * points))
+    grad_per_head = rearrange(grad_output, 'n q (m d) -> (n m) d q 1', m=heads)
+    grad_value = []
+    grad_grid, grad_attention = [], []
+    for level, ((h, w), level_value) in enumerate(zip(shapes, value.split([h * w for h, w in shapes], dim=1))):
+        level_value = rearrange(level_value, 'n (h w) m d -> (n m) d h w', h=h, w=w)
+        grid = rearrange(2 * sampling_locations[:, :, :, level] - 1, 'n q m p xy -> (n m) q p xy')
+        attention = rearrange(attention_weights[:, :, :, level], 'n q m p -> (n m) 1 q p')
+        level_grad_value = None
+        for start in range(0, queries, chunk):
+            part = slice(start, start + chunk)
+            grad = grad_per_head[:, :, part]
+            if need_value or need_locations:
+                grad_input, grad_locations = torch.ops.aten.grid_sampler_2d_backward(
+                    grad * attention[:, :, part], level_value, grid[:, part], 0, 0, False,
+                    [need_value, need_locations])
+                if need_value:
+                    level_grad_value = grad_input if level_grad_value is None else level_grad_value.add_(grad_input)
+                if need_locations:
+                    grad_grid.append((level, start, grad_locations))
+            if need_attention:
+                sampled = F.grid_sample(level_value, grid[:, part], mode='bilinear', padding_mode='zeros',
+                                        align_corners=False)
+                grad_attention.append((level, start, torch.einsum('kdqp,kdqo->kqp', sampled, grad)))
+        if need_value:
+            grad_value.append(rearrange(level_grad_value, '(n m) d h w -> n (h w) m d', n=n))
+
+    def assemble(pieces: list, pattern: str) -> Tensor:
+        levels = [torch.cat([piece for piece_level, _, piece in pieces if piece_level == level], dim=1)
+                  for level in range(len(shapes))]
+        return rearrange(torch.stack(levels, dim=1), pattern, n=n)
+
+    return [torch.cat(grad_value, dim=1) if need_value else None,
+            2 * assemble(grad_grid, '(n m) l q p xy -> n q m l p xy') if need_locations else None,
+            assemble(grad_attention, '(n m) l q p -> n q m l p') if need_attention else None]
+
+
+class DeformableSampling(torch.autograd.Function):
+    """`ms_deform_attn_pytorch` with the forward pass of `ms_deform_attn_gather` (nothing of size `D * L * P`
+    per query stored, only the inputs kept for the backward pass) and the backward pass of
+    `sampling_gradients` (that of `grid_sample`)."""
+
+    @staticmethod
+    def forward(ctx, value: Tensor, shapes: Shapes, sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+        ctx.shapes = shapes
+        ctx.save_for_backward(value, sampling_locations, attention_weights)
+        return gathered_samples(value, shapes, sampling_locations, attention_weights)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: Tensor):
+        value, sampling_locations, attention_weights = ctx.saved_tensors
+        need_value, _, need_locations, need_attention = ctx.needs_input_grad
+        dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
+        grads = sampling_gradients(grad_output.to(dtype), value.to(dtype), ctx.shapes, sampling_locations.to(dtype),
+                                   attention_weights.to(dtype), (need_value, need_locations, need_attention))
+        inputs = (value, sampling_locations, attention_weights)
+        grad_value, grad_locations, grad_attention = [
+            None if grad is None else grad.to(tensor.dtype) for grad, tensor in zip(grads, inputs)]
+        return grad_value, None, grad_locations, grad_attention
+
+
+def ms_deform_attn_gather(value: Tensor, shapes: Shapes, sampling_locations: Tensor,
+                          attention_weights: Tensor) -> Tensor:
+    """`ms_deform_attn_pytorch` as weighted gathers of the four bilinear neighbours of every point.
+
+    value `[N, S, M, D]`, shapes: (h, w) of the L levels as Python ints, sampling_locations
+    `[N, Lq, M, L, P, 2]`, attention_weights `[N, Lq, M, L, P]` -> `[N, Lq, M*D]` in value's dtype.
+    Computes in the wider of the dtypes of value and locations (float32 for a half-precision value).
+    With autograd, `DeformableSampling`: this forward pass, the backward pass of the per-level `grid_sample`.
+    """
+    inputs = (value, sampling_locations, attention_weights)
+    if torch.is_grad_enabled() and any(tensor.requires_grad for tensor in inputs):
+        return DeformableSampling.apply(value, shapes, sampling_locations, attention_weights)
+    return gathered_samples(value, shapes, sampling_locations, attention_weights)
