@@ -26,6 +26,7 @@ from torch import nn
 from datasets import collate_fn
 from models import build_model
 from opts import get_args_parser
+from tools.reference_formulation import switch_off_dropout
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / 'shared' / 'reference'
@@ -72,11 +73,7 @@ def build_without_dropout(seed: int = 0) -> Tuple[nn.Module, nn.Module]:
     the text feature resizer, the original's), so that a batch's gradient does not depend on where it runs."""
     torch.manual_seed(seed)
     model, criterion, _ = build_model(parse_args(SMALL_MODEL))
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-        elif isinstance(module, nn.MultiheadAttention):
-            module.dropout = 0.0
+    switch_off_dropout(model)
     return model, criterion
 
 

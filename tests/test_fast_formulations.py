@@ -20,7 +20,7 @@ from models.ops.verification import random_problem
 from models.pixel_decoder import VisionLanguageBlock
 from tests.conftest import CAPTIONS, CLIP_SIZES, build_small, clip_targets, random_clips, weighted_loss
 from tools.reference_formulation import (grouped_conv_mask_logits, per_level_grid_sample, reference_formulation,
-                                         torchvision_resnet_forward, unchunked_post_norm_ffn)
+                                         switch_off_dropout, torchvision_resnet_forward, unchunked_post_norm_ffn)
 from util.misc import NestedTensor
 from util.precision import autocast, to_float32
 
@@ -223,11 +223,7 @@ def test_training_step_equals_reference_formulation():
     """Losses and gradients of a training step (dropout off so that both draw nothing at random)."""
     model, criterion = small_model(['--dropout', '0'])
     model.train()
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-        if isinstance(module, torch.nn.MultiheadAttention):
-            module.dropout = 0.0
+    switch_off_dropout(model)
     videos = random_clips(2, 2, SMALL_SIZES)
     targets = clip_targets(videos)
 

@@ -27,9 +27,11 @@ training step (forward, loss, backward; the clip padded to a multiple of 32 as t
 loader does; peak memory of a warm-up step, then the min of `--train_repeats` steps; the steps of the
 formulations interleaved; each formulation's time and memory also as a ratio to the reference's). The
 outputs of the two warm-up passes must agree within the tolerances of the reference fixture
-(logits, boxes, reference points 1e-4; mask logits 1e-4 of their largest magnitude): the exit
-status is 1 when they do not. The load average before and after is printed: the machine may be
-shared, so compare timings from one run.
+(logits, boxes, reference points 1e-4; mask logits 1e-4 of their largest magnitude), and the losses
+and gradients of the warm-up training steps (1e-4 a loss; 1e-2 the norm of a parameter's gradient difference
+relative to its gradient's, see `training_differences`): the exit status is 1 when they do not. Every dropout
+is off (`--keep_dropout` keeps them; the losses are then not compared). The load average before and
+after is printed: the machine may be shared, so compare timings from one run.
 
 The dataset section (`--sections dataset`; both sections by default) times inference_ytvos.py's work on a
 synthetic Ref-YouTube-VOS set (`--dataset_videos` videos of `--frames` frames at `--height` x `--width`,
@@ -66,7 +68,7 @@ from models.ops import MSDeformAttn  # noqa: E402
 from models.text_encoder import TextEncoderUnavailable  # noqa: E402
 from opts import get_args_parser  # noqa: E402
 from tools import make_synthetic_data  # noqa: E402
-from tools.reference_formulation import reference_formulation  # noqa: E402
+from tools.reference_formulation import reference_formulation, switch_off_dropout  # noqa: E402
 from util import cli  # noqa: E402
 from util.files import read_json  # noqa: E402
 from util.mask_folders import Expression  # noqa: E402
@@ -97,8 +99,12 @@ def get_benchmark_parser() -> argparse.ArgumentParser:
     group.add_argument('--dataset_expressions', default=4, type=int, help='expressions per video')
     group.add_argument('--clip_len', default=0, type=int,
                        help='frames per forward pass of the dataset inference (0: whole videos, as inference_ytvos.py)')
+    group.add_argument('--keep_dropout', action='store_true',
+                       help="train with the model's dropout (default: every dropout off, the text encoder's and the "
+                            "pixel decoder's fixed 0.1 included, so that the formulations' losses and gradients can "
+                            "be compared)")
     parser.set_defaults(with_box_refine=True, binary=True, freeze_text_encoder=True, backbone_pretrained='none',
-                        device='cpu', dropout=0.0)
+                        device='cpu')
     return parser
 
 
@@ -110,6 +116,8 @@ def build(args) -> tuple:
         if isinstance(module, MSDeformAttn):
             nn.init.normal_(module.sampling_offsets.weight, std=0.01)
             nn.init.normal_(module.attention_weights.weight, std=0.01)
+    if not args.keep_dropout:
+        switch_off_dropout(model)
     return model.to(args.device).eval(), criterion.to(args.device)
 
 
@@ -230,6 +238,8 @@ class Formulation:
         self.train_times: List[float] = []
         self.forward_memory = 0
         self.train_memory = 0
+        self.losses: Dict[str, float] = {}
+        self.gradients: Dict[str, torch.Tensor] = {}
 
     def context(self):
         if self.name == 'reference':
@@ -243,7 +253,8 @@ class Formulation:
         with self.context(), torch.no_grad(), autocast(self.device, self.args.amp):
             return self.model([self.video], [CAPTION], self.eval_targets)
 
-    def train_step(self) -> None:
+    def train_step(self, record: bool = False) -> None:
+        """Forward, loss and backward on the training clip; `record`: keep the losses and the gradients."""
         self.model.train()
         self.model.zero_grad(set_to_none=True)
         with self.context():
@@ -252,6 +263,10 @@ class Formulation:
             losses = self.criterion(to_float32(outputs), self.train_targets)
             total = sum(losses[k] * self.criterion.weight_dict[k] for k in losses)
             total.backward()
+        if record:
+            self.losses = {name: value.item() for name, value in losses.items()}
+            self.gradients = {name: parameter.grad.clone() for name, parameter in self.model.named_parameters()
+                              if parameter.grad is not None}
         self.model.zero_grad(set_to_none=True)
 
     def first_forward(self) -> Dict:
@@ -262,10 +277,26 @@ class Formulation:
         return outputs
 
     def measure_train_memory(self) -> None:
-        """A warm-up training step, its peak memory recorded."""
+        """A warm-up training step, its peak memory, losses and gradients recorded."""
         with PeakMemory(self.device) as peak:
-            self.train_step()
+            self.train_step(record=True)
         self.train_memory = peak.increase
+
+
+def training_differences(ours: Formulation, reference: Formulation) -> Dict[str, tuple]:
+    """The largest loss difference and the largest gradient difference from the reference's warm-up training
+    step, each as (name, difference, tolerance): |difference| of a loss (tolerance 1e-4, the tests'), and of a
+    parameter's gradient the norm of the difference over the norm of the reference's gradient (tolerance 1e-2:
+    float32 rounding, amplified where a relu or a norm's statistics turn, moves it by about 1e-3 with either
+    formulation against a float64 step; a formulation computing another function by far more)."""
+    loss_name = max(reference.losses, key=lambda name: abs(ours.losses[name] - reference.losses[name]))
+    if ours.gradients.keys() != reference.gradients.keys():
+        gradient = ('(different parameters have gradients)', float('inf'))
+    else:
+        gradient = max(((name, ((ours.gradients[name] - grad).norm() / grad.norm().clamp(min=1e-30)).item())
+                        for name, grad in reference.gradients.items()), key=lambda pair: pair[1])
+    return {'loss': (loss_name, abs(ours.losses[loss_name] - reference.losses[loss_name]), 1e-4),
+            'relative gradient': (*gradient, 1e-2)}
 
 
 def output_differences(ours: Dict, reference: Dict) -> Dict[str, tuple]:
@@ -291,9 +322,10 @@ def format_row(label: str, values: List[str], ratio: str = '') -> str:
     return f'{label:<34}' + ''.join(f'{v:>14}' for v in values) + f'{ratio:>12}'
 
 
-def report_training(runs: List[Formulation]) -> None:
+def report_training(runs: List[Formulation], differences: Dict[str, Dict[str, tuple]]) -> None:
     """Training step time and peak memory of every formulation, and their ratios to the reference's
-    (speed-up: reference time / time; memory: peak / reference peak)."""
+    (speed-up: reference time / time; memory: peak / reference peak); the largest loss and gradient differences
+    of the others from the reference (`training_differences`)."""
     print(format_row('', [run.name for run in runs]))
     train_min = [min(run.train_times) for run in runs]
     print(format_row('train step ms (min)', [f'{1e3 * v:,.0f}' for v in train_min]))
@@ -304,9 +336,15 @@ def report_training(runs: List[Formulation]) -> None:
                          [f'{min(reference.train_times) / v:.2f}x' for v in train_min]))
         print(format_row('train step memory vs reference',
                          [f'{run.train_memory / reference.train_memory:.2f}x' for run in runs]))
+    for name, compared in differences.items():
+        for kind, (where, difference, tolerance) in compared.items():
+            verdict = 'within' if difference <= tolerance else 'OUTSIDE'
+            print(f'{name} vs reference, largest {kind} difference: {difference:.2e} in {where} '
+                  f'({verdict} the tolerance {tolerance:.2e})')
 
 
-def report(runs: List[Formulation], args, differences: Optional[Dict[str, tuple]], loads: tuple) -> None:
+def report(runs: List[Formulation], args, differences: Optional[Dict[str, tuple]],
+           train_differences: Dict[str, Dict[str, tuple]], loads: tuple) -> None:
     device = torch.device(args.device)
     where = describe_device(device, args.threads)
     precision = 'bfloat16 autocast' if args.amp and device.type == 'cuda' else 'float32'
@@ -327,7 +365,7 @@ def report(runs: List[Formulation], args, differences: Optional[Dict[str, tuple]
     print(format_row('forward peak memory increase MB',
                      [f'{run.forward_memory / 2 ** 20:,.0f}' for run in forward_runs]))
     if not args.skip_training:
-        report_training(runs)
+        report_training(runs, train_differences)
     if differences is not None:
         worst = max(differences, key=lambda k: differences[k][0] / differences[k][1])
         verdict = 'agree' if all(d <= t for d, t in differences.values()) else 'DISAGREE'
@@ -425,15 +463,23 @@ def main(argv=None) -> int:
     for _ in range(args.repeats):
         for run in forward_runs:
             run.forward_times.append(timed(run.forward, run.device))
+    train_differences = {}
     if not args.skip_training:
         for run in runs:
             run.measure_train_memory()
+        reference = next((run for run in runs if run.name == 'reference'), None)
+        if reference is not None and not args.keep_dropout:
+            train_differences = {run.name: training_differences(run, reference) for run in runs if run is not reference}
+        for run in runs:
+            run.gradients = {}
         for _ in range(args.train_repeats):
             for run in runs:
                 run.train_times.append(timed(run.train_step, run.device))
     loads.append(os.getloadavg()[0])
-    report(runs, args, differences, tuple(loads))
+    report(runs, args, differences, train_differences, tuple(loads))
     if differences is not None and not all(d <= t for d, t in differences.values()):
+        return 1
+    if not all(d <= t for compared in train_differences.values() for _, d, t in compared.values()):
         return 1
     return 0 if masks_identical else 1
 

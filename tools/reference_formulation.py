@@ -175,6 +175,17 @@ def function_switches(model: nn.Module) -> List[Tuple[types.ModuleType, str, Cal
     return switches
 
 
+def switch_off_dropout(model: nn.Module) -> None:
+    """Every dropout of `model` at p = 0: its `nn.Dropout` modules (those of `--dropout`, the pixel decoder's
+    fixed 0.1, the text encoder's) and the attention-weight dropout of every `nn.MultiheadAttention`, so that
+    two formulations' training losses and gradients can be compared."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        elif isinstance(module, nn.MultiheadAttention):
+            module.dropout = 0.0
+
+
 @contextlib.contextmanager
 def reference_formulation(model: nn.Module) -> Iterator[nn.Module]:
     """Run `model` (a BIFIT) in the straightforward formulation inside the `with` block."""
