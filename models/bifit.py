@@ -19,7 +19,7 @@ from util.misc import NestedTensor, downsample_mask, nested_tensor_from_videos_l
 from .backbone import build_backbone
 from .deformable_transformer import DeformableTransformer, build_deformable_transformer, inverse_sigmoid
 from .dynamic_mask_head import dynamic_mask_logits, dynamic_param_sizes
-from .layers import MLP, clones
+from .layers import MLP, ChannelsLastConv2d, clones
 from .pixel_decoder import CrossModalFPNDecoder
 from .position_encoding import PositionEmbeddingSine1D
 from .text_encoder import FeatureResizer, load_text_encoder
@@ -85,11 +85,11 @@ class BIFIT(nn.Module):
 
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
         in_channels = backbone.num_channels[-3:]
-        projections = [nn.Sequential(nn.Conv2d(c, hidden_dim, kernel_size=1), nn.GroupNorm(32, hidden_dim))
+        projections = [nn.Sequential(ChannelsLastConv2d(c, hidden_dim, kernel_size=1), nn.GroupNorm(32, hidden_dim))
                        for c in in_channels]
-        projections += [nn.Sequential(nn.Conv2d(in_channels[-1], hidden_dim, kernel_size=3, stride=2, padding=1),
-                                      nn.GroupNorm(32, hidden_dim))
+        downsampling = [ChannelsLastConv2d(in_channels[-1], hidden_dim, kernel_size=3, stride=2, padding=1)
                         for _ in range(num_levels - len(in_channels))]
+        projections += [nn.Sequential(conv, nn.GroupNorm(32, hidden_dim)) for conv in downsampling]
         self.input_proj = nn.ModuleList(projections)
         for projection in self.input_proj:
             nn.init.xavier_uniform_(projection[0].weight, gain=1)

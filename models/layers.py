@@ -29,6 +29,30 @@ class MLP(nn.Module):
         return x
 
 
+class StandardStridesGradient(torch.autograd.Function):
+    """The identity, whose backward pass hands on the gradient with standard (contiguous) strides. A convolution in
+    channels-last memory returns its weight's gradient with channels-last strides (for a 1x1 kernel they differ
+    only on the size-1 dimensions); DistributedDataParallel's gradient buckets take such a gradient with a warning
+    and a copy every step."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor) -> Tensor:
+        return weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.reshape(-1).view(grad.shape)
+
+
+class ChannelsLastConv2d(nn.Conv2d):
+    """`nn.Conv2d` for feature maps in channels-last memory, its weight's gradient with the weight's strides
+    (`StandardStridesGradient`)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = StandardStridesGradient.apply(self.weight) if self.weight.requires_grad else self.weight
+        return self._conv_forward(x, weight, self.bias)
+
+
 def clones(module: nn.Module, n: int) -> nn.ModuleList:
     """`n` independent deep copies of `module`."""
     return nn.ModuleList(copy.deepcopy(module) for _ in range(n))

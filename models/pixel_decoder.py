@@ -9,10 +9,10 @@ from torch import Tensor, nn
 
 from util.misc import NestedTensor, downsample_mask
 from . import layers
-from .layers import apply_in_chunks, checkpointed, post_norm_ffn
+from .layers import ChannelsLastConv2d, apply_in_chunks, checkpointed, post_norm_ffn
 
 
-class ConvNorm(nn.Conv2d):
+class ConvNorm(ChannelsLastConv2d):
     """Convolution, optional GroupNorm (`.norm`) and optional relu, as one module."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool,

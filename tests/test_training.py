@@ -38,6 +38,7 @@ def test_two_processes_train_checkpoint_and_resume(synthetic_data, tmp_path):
     output = tmp_path / 'run'
     first = torchrun(output, synthetic_data, 1)
     assert 'trainable parameters' in first
+    assert 'Warning' not in first, 'a normal run warns of nothing (e.g. DDP on unused parameters or gradient strides)'
     assert {p.name for p in output.iterdir()} >= {'checkpoint.pth', 'checkpoint0000.pth', 'log.txt'}
     epoch0 = torch.load(output / 'checkpoint0000.pth', weights_only=False)
     steps0 = max(s['step'] for s in epoch0['optimizer']['state'].values())
