@@ -202,10 +202,9 @@ def train_or_evaluate(args, owner: bool) -> Dict[str, float]:
     model_without_ddp = model
     if args.distributed:
         device_ids = [device.index] if device.type == 'cuda' else None
-        # Gradients as views of DDP's buckets: no copy into the buckets, and no stride mismatch for the
-        # convolution weights whose gradients come back channels-last.
+        # Gradients as views of DDP's buckets: no copy into the buckets.
         model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
-                                                    find_unused_parameters=leaves_parameters_unused(args),
+                                                    find_unused_parameters=leaves_parameters_unused(model),
                                                     gradient_as_bucket_view=True)
         model_without_ddp = model.module
     n_parameters = sum(p.numel() for p in model_without_ddp.parameters() if p.requires_grad)

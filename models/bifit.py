@@ -265,13 +265,15 @@ def check_supported(args) -> None:
         raise ValueError('--pre_norm is not supported: the released BIFIT models are post-norm')
 
 
-def leaves_parameters_unused(args) -> bool:
-    """Whether a training step with these options leaves trainable parameters without a gradient (what
-    DistributedDataParallel's `find_unused_parameters` is for): without the auxiliary losses
-    (`--no_aux_loss`) the heads of the intermediate decoder layers feed nothing but the detached box
-    refinement. Under every other option each trainable parameter gets a gradient
-    (tests/test_model_variants.py)."""
-    return not args.aux_loss
+def leaves_parameters_unused(model: BIFIT) -> bool:
+    """Whether a training step of `model` leaves trainable parameters without a gradient (what
+    DistributedDataParallel's `find_unused_parameters` is for): without the auxiliary losses (`--no_aux_loss`)
+    the heads of the intermediate decoder layers feed nothing but the detached box refinement, and a text
+    encoder that trains (no `--freeze_text_encoder`) has RoBERTa's pooler, whose output BIFIT does not use.
+    Otherwise each trainable parameter gets a gradient (tests/test_model_variants.py)."""
+    pooler = getattr(model.text_encoder, 'pooler', None)
+    trained_pooler = pooler is not None and any(parameter.requires_grad for parameter in pooler.parameters())
+    return not model.aux_loss or trained_pooler
 
 
 def build_bifit(args) -> BIFIT:

@@ -184,20 +184,21 @@ def test_building_leaves_the_options_alone():
         assert vars(args) == before
 
 
-@pytest.mark.parametrize('flags', [[], ['--no_aux_loss']], ids=['default', 'no-aux-loss'])
-def test_ddp_looks_for_unused_parameters_exactly_where_a_step_leaves_some(flags):
-    """main.py passes `find_unused_parameters=leaves_parameters_unused(args)` to DistributedDataParallel:
+@pytest.mark.parametrize('model_flags', [SMALL_MODEL, SMALL_MODEL + ['--no_aux_loss'],
+                                         [flag for flag in SMALL_MODEL if flag != '--freeze_text_encoder']],
+                         ids=['default', 'no-aux-loss', 'trained-text-encoder'])
+def test_ddp_looks_for_unused_parameters_exactly_where_a_step_leaves_some(model_flags):
+    """main.py passes `find_unused_parameters=leaves_parameters_unused(model)` to DistributedDataParallel:
     a parameter that stops getting a gradient under the default options (DDP would hang or fail) or an
     option that newly uses every parameter (DDP's graph traversal and warning each step) fails here."""
     torch.manual_seed(0)
-    args = parse_args(SMALL_MODEL + flags)
-    model, criterion, _ = build_model(args)
+    model, criterion, _ = build_model(parse_args(model_flags))
     model.train()
     targets = step_targets()
     total, _ = weighted_loss(criterion, model(random_clips(2, 2, CLIP_SIZES), CAPTIONS, targets), targets)
     total.backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
-    assert bool(unused) == leaves_parameters_unused(args), unused[:5]
+    assert bool(unused) == leaves_parameters_unused(model), unused[:5]
 
 
 def test_gradients_have_the_strides_of_their_parameters():
