@@ -68,11 +68,23 @@ def test_gather_gradcheck():
 
 
 def test_gather_computes_half_precision_value_in_float32():
+    """As under --amp on a GPU without the extension: a bfloat16 value, float32 locations and weights; the
+    gradients computed in float32 and returned in each input's dtype."""
     value, _, _, locations, weights = problem(torch.float32)
-    output = gathered(value.bfloat16(), locations, weights)
+    half_value = value.bfloat16().requires_grad_()
+    locations.requires_grad_()
+    output = gathered(half_value, locations, weights)
     assert output.dtype == torch.bfloat16
     expected = per_level(value.bfloat16().float(), locations, weights)
     torch.testing.assert_close(output.float(), expected, rtol=1e-2, atol=1e-2)
+    grad_output = torch.randn(expected.shape)
+    grad_value, grad_locations = torch.autograd.grad(output, (half_value, locations), grad_output.bfloat16())
+    exact_value = value.bfloat16().float().requires_grad_()
+    expected_grads = torch.autograd.grad(per_level(exact_value, locations, weights), (exact_value, locations),
+                                         grad_output.bfloat16().float())
+    assert (grad_value.dtype, grad_locations.dtype) == (torch.bfloat16, torch.float32)
+    torch.testing.assert_close(grad_value.float(), expected_grads[0], rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(grad_locations, expected_grads[1], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize('reference_dims', [2, 4])
