@@ -17,7 +17,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from util.checkpoint import read_state_dict
 from util.misc import NestedTensor, downsample_mask
-from .layers import StandardStridesGradient, checkpointed
+from .layers import checkpointed, with_standard_gradient_strides
 from .position_encoding import build_position_encoding
 from .swin import IMAGE_SWINS, VIDEO_SWINS, build_swin_body
 
@@ -60,8 +60,8 @@ def conv_frozen_bn(x: Tensor, conv: nn.Conv2d, bn: FrozenBatchNorm2d) -> Tensor:
     (in channels-last memory, like the feature maps), its shift as the bias."""
     scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
     shift = bn.bias - bn.running_mean * scale
-    weight = StandardStridesGradient.apply(conv.weight) if conv.weight.requires_grad else conv.weight
-    weight = (weight * scale[:, None, None, None]).contiguous(memory_format=torch.channels_last)
+    weight = with_standard_gradient_strides(conv.weight) * scale[:, None, None, None]
+    weight = weight.contiguous(memory_format=torch.channels_last)
     return F.conv2d(x, weight, shift, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 

@@ -44,13 +44,17 @@ class StandardStridesGradient(torch.autograd.Function):
         return grad.reshape(-1).view(grad.shape)
 
 
+def with_standard_gradient_strides(weight: Tensor) -> Tensor:
+    """`weight`, through `StandardStridesGradient` where it takes a gradient."""
+    return StandardStridesGradient.apply(weight) if weight.requires_grad else weight
+
+
 class ChannelsLastConv2d(nn.Conv2d):
     """`nn.Conv2d` for feature maps in channels-last memory, its weight's gradient with the weight's strides
     (`StandardStridesGradient`)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        weight = StandardStridesGradient.apply(self.weight) if self.weight.requires_grad else self.weight
-        return self._conv_forward(x, weight, self.bias)
+        return self._conv_forward(x, with_standard_gradient_strides(self.weight), self.bias)
 
 
 def clones(module: nn.Module, n: int) -> nn.ModuleList:

@@ -139,7 +139,8 @@ def sampling_gradients(grad_output: Tensor, value: Tensor, shapes: Shapes, sampl
     chunk = max(1, layers.CHUNK_ELEMENTS // (n * heads * channels * points))
     grad_per_head = rearrange(grad_output, 'n q (m d) -> (n m) d q 1', m=heads)
     grad_value = []
-    grad_grid, grad_attention = [], []
+    grad_grid = [[] for _ in shapes]  # per level, the pieces of the query chunks in order
+    grad_attention = [[] for _ in shapes]
     for level, ((h, w), level_value) in enumerate(zip(shapes, value.split([h * w for h, w in shapes], dim=1))):
         level_value = rearrange(level_value, 'n (h w) m d -> (n m) d h w', h=h, w=w)
         grid = rearrange(2 * sampling_locations[:, :, :, level] - 1, 'n q m p xy -> (n m) q p xy')
@@ -155,17 +156,16 @@ def sampling_gradients(grad_output: Tensor, value: Tensor, shapes: Shapes, sampl
                 if need_value:
                     level_grad_value = grad_input if level_grad_value is None else level_grad_value.add_(grad_input)
                 if need_locations:
-                    grad_grid.append((level, start, grad_locations))
+                    grad_grid[level].append(grad_locations)
             if need_attention:
                 sampled = F.grid_sample(level_value, grid[:, part], mode='bilinear', padding_mode='zeros',
                                         align_corners=False)
-                grad_attention.append((level, start, torch.einsum('kdqp,kdqo->kqp', sampled, grad)))
+                grad_attention[level].append(torch.einsum('kdqp,kdqo->kqp', sampled, grad))
         if need_value:
             grad_value.append(rearrange(level_grad_value, '(n m) d h w -> n (h w) m d', n=n))
 
-    def assemble(pieces: list, pattern: str) -> Tensor:
-        levels = [torch.cat([piece for piece_level, _, piece in pieces if piece_level == level], dim=1)
-                  for level in range(len(shapes))]
+    def assemble(pieces_per_level: List[List[Tensor]], pattern: str) -> Tensor:
+        levels = [torch.cat(pieces, dim=1) for pieces in pieces_per_level]
         return rearrange(torch.stack(levels, dim=1), pattern, n=n)
 
     return [torch.cat(grad_value, dim=1) if need_value else None,
